@@ -1,0 +1,247 @@
+"""The one interface every target offers (DESIGN.md "The target interface").
+
+The client, the checks and the sequence runner only ever see a :class:`Target`.
+What a target can do is data (:attr:`Target.capabilities`); an operation a target
+lacks raises :class:`~cca_hil.errors.CapabilityError`, which callers turn into a
+``skipped`` result with the reason.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+
+from cca_hil.arch.pas import Pas
+from cca_hil.errors import CapabilityError
+
+if TYPE_CHECKING:
+    from cca_hil.profiles import Profile
+
+
+class Capability:
+    """Names of target capabilities (strings, so profiles and sequences can name them)."""
+
+    RME = "rme"
+    """RMI calls reach an RMM."""
+    ACCESS = "access"
+    """Single probing loads/stores that report faults (GPT behaviour can be observed)."""
+    MEMORY = "memory"
+    """Non-secure memory read/write by the agent."""
+    REALM_EXEC = "realm_exec"
+    """Realms run: REC entry with a realm payload executing RSI steps."""
+    GPT_READ = "gpt_read"
+    """The GPT and GPC registers can be read (model, debug server or probe)."""
+    MEC = "mec"
+    """FEAT_MEC: per-realm memory encryption contexts."""
+    ENCRYPTION = "encryption"
+    """Per-PAS memory encryption is observable."""
+    LOAD = "load"
+    RESET = "reset"
+    POWER = "power"
+    CONSOLE = "console"
+    ATTESTATION = "attestation"
+
+    ALL: ClassVar[tuple[str, ...]] = (
+        RME,
+        ACCESS,
+        MEMORY,
+        REALM_EXEC,
+        GPT_READ,
+        MEC,
+        ENCRYPTION,
+        LOAD,
+        RESET,
+        POWER,
+        CONSOLE,
+        ATTESTATION,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRegion:
+    """A physical address range of the platform and the PAS its GPT entries start with."""
+
+    name: str
+    base: int
+    size: int
+    kind: Literal["dram", "device", "rom", "sram"]
+    pas: Pas
+
+    @property
+    def end(self) -> int:
+        """First address past the region."""
+        return self.base + self.size
+
+    def __contains__(self, pa: object) -> bool:
+        return isinstance(pa, int) and self.base <= pa < self.base + self.size
+
+
+PLATFORM_NAMES = (
+    "pa_limit",
+    "ns_dram_base",
+    "non_memory",
+    "secure_granule",
+    "root_granule",
+    "realm_granule",
+)
+"""The ``platform.*`` names a sequence may use (DESIGN.md "Sequence files")."""
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """Platform facts a target reports: memory map, PA size, granule pool, RMM version, features."""
+
+    name: str
+    kind: str
+    pa_bits: int
+    regions: tuple[MemoryRegion, ...]
+    granule_pool: tuple[tuple[int, int], ...]
+    """(base, size) ranges of Non-secure DRAM the host may hand to the RMM."""
+    rmm_version: int | None
+    capabilities: frozenset[str]
+    platform: Mapping[str, int]
+    """Values of the ``platform.*`` names."""
+    facts: Mapping[str, str] = field(default_factory=dict)
+    """Further rows for ``cca-hil info`` (feature register fields, seeds, firmware versions)."""
+
+    def region_of(self, pa: int) -> MemoryRegion | None:
+        """The region holding ``pa``, or None for an address in no memory."""
+        for region in self.regions:
+            if pa in region:
+                return region
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A synchronous exception taken by a probing access (ESR/FAR as the agent saw them)."""
+
+    exception_class: int
+    esr: int
+    far: int
+    gpf: bool
+    """True for a granule protection fault (GPCF or GPF at stage 1/2 walk or access)."""
+    description: str = ""
+
+    def describe(self) -> str:
+        """One line for people: kind, EC, ESR, FAR."""
+        kind = "granule protection fault" if self.gpf else "fault"
+        extra = f" ({self.description})" if self.description else ""
+        return f"{kind}{extra}: EC={self.exception_class:#x} ESR={self.esr:#x} FAR={self.far:#x}"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessResult:
+    """Outcome of one probing access: the data read (or written), or the fault taken."""
+
+    value: int | None = None
+    fault: Fault | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the access completed without a fault."""
+        return self.fault is None
+
+
+AccessOp = Literal["read", "write"]
+PowerAction = Literal["on", "off", "cycle"]
+
+
+class Target(abc.ABC):
+    """A thing cca-hil can drive: the built-in model, an FVP, QEMU, a board.
+
+    Subclasses set :attr:`kind` and implement what their capabilities promise;
+    the defaults here raise CapabilityError.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, *, profile: Profile, run_dir: Path | None = None) -> None:
+        self.profile = profile
+        self.run_dir = run_dir
+        self._opened = False
+
+    @property
+    def name(self) -> str:
+        """The profile name this target was built from."""
+        return self.profile.name
+
+    @property
+    @abc.abstractmethod
+    def capabilities(self) -> frozenset[str]:
+        """What this target can do (see :class:`Capability`)."""
+
+    def has(self, capability: str) -> bool:
+        """True when the target offers ``capability``."""
+        return capability in self.capabilities
+
+    def require(self, capability: str) -> None:
+        """Raise CapabilityError unless the target offers ``capability``."""
+        if capability not in self.capabilities:
+            raise CapabilityError(capability, self.name)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def open(self) -> None:
+        """Start or connect to the target; idempotent."""
+        self._opened = True
+
+    def close(self) -> None:
+        """Release the target; idempotent and bounded in time."""
+        self._opened = False
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- facts ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def info(self) -> TargetInfo:
+        """Platform facts: memory map, PA size, granule pool, RMM version, capabilities."""
+
+    # -- the agent's operations -----------------------------------------------
+
+    @abc.abstractmethod
+    def smc(self, fid: int, *args: int) -> tuple[int, ...]:
+        """Issue an SMC from the Non-secure host world (NS-EL2); returns X0..X4 at least."""
+
+    def read(self, pa: int, size: int) -> bytes:
+        """Read ``size`` bytes of Non-secure memory at ``pa`` (GranuleProtectionFault on a GPF)."""
+        raise CapabilityError(Capability.MEMORY, self.name)
+
+    def write(self, pa: int, data: bytes) -> None:
+        """Write Non-secure memory at ``pa`` (GranuleProtectionFault on a GPF)."""
+        raise CapabilityError(Capability.MEMORY, self.name)
+
+    def access(self, pa: int, op: AccessOp, size: int = 8, value: int = 0) -> AccessResult:
+        """One probing Non-secure load or store that may fault; the fault is returned, not raised."""
+        raise CapabilityError(Capability.ACCESS, self.name)
+
+    def realm_enter(self, rec_pa: int, run_pa: int, actions: Sequence[Any] = ()) -> tuple[int, ...]:
+        """RMI_REC_ENTER through the agent, the realm payload performing ``actions``."""
+        raise CapabilityError(Capability.REALM_EXEC, self.name)
+
+    def load(self, image: Path, address: int | None = None) -> None:
+        """Load an ELF/HEX/BIN image onto the target."""
+        raise CapabilityError(Capability.LOAD, self.name)
+
+    def reset(self) -> None:
+        """Reset the target to a fresh boot."""
+        raise CapabilityError(Capability.RESET, self.name)
+
+    def power(self, action: PowerAction) -> None:
+        """Switch target power on, off, or cycle it."""
+        raise CapabilityError(Capability.POWER, self.name)
