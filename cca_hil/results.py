@@ -89,7 +89,8 @@ class StepResult:
         data = asdict(self)
         data["registers"] = [f"{r:#x}" for r in self.registers]
         data["outcome"] = str(self.outcome)
-        return _jsonable(data)
+        result: dict[str, Any] = _jsonable(data)
+        return result
 
 
 @dataclass
