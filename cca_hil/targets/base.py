@@ -230,6 +230,18 @@ class Target(abc.ABC):
         """One probing Non-secure load or store that may fault; the fault is returned, not raised."""
         raise CapabilityError(Capability.ACCESS, self.name)
 
+    def gpt_pas(self, pa: int) -> Pas:
+        """The PAS the GPT currently gives the granule containing ``pa`` (needs ``gpt_read``)."""
+        raise CapabilityError(Capability.GPT_READ, self.name)
+
+    @property
+    def rmi_condition(self) -> str | None:
+        """Spec label of the failure condition the RMM reported for the last RMI call.
+
+        Only a target that can see inside its RMM (the model) knows it; others return None.
+        """
+        return None
+
     def realm_enter(self, rec_pa: int, run_pa: int, actions: Sequence[Any] = ()) -> tuple[int, ...]:
         """RMI_REC_ENTER through the agent, the realm payload performing ``actions``."""
         raise CapabilityError(Capability.REALM_EXEC, self.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from cca_hil.arch.pas import Pas
 from cca_hil.arch.rmi import RmiStatus
 from cca_hil.model.machine import Machine
 from cca_hil.model.platform import PlatformConfig
@@ -105,6 +106,13 @@ class ModelTarget(Target):
 
     def access(self, pa: int, op: AccessOp, size: int = 8, value: int = 0) -> AccessResult:
         return self.machine.ns_access(pa, op, size, value)
+
+    def gpt_pas(self, pa: int) -> Pas:
+        return self.machine.gpt.pas_of(pa)
+
+    @property
+    def rmi_condition(self) -> str | None:
+        return self.machine.rmm.last_condition
 
     def reset(self) -> None:
         """A fresh boot: a new machine from the same configuration and seed."""
