@@ -81,7 +81,7 @@ class Rmm:
         return handler(args)
 
     def _fail(self, command: RmiCommand, cond_id: str, *outputs: int, index: int | None = None) -> Regs:
-        """X0..X4 for failure condition ``cond_id`` of ``command`` (index computed by the caller if dynamic)."""
+        """X0..X4 for failure condition ``cond_id`` of ``command``; ``index`` when the rule is dynamic."""
         cond = command.condition(cond_id)
         self.last_condition = cond.label
         if index is None:
