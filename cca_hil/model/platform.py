@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from cca_hil.arch.pas import Pas
+from cca_hil.errors import ProfileError
 from cca_hil.targets.base import MemoryRegion
 
 GiB = 1 << 30
@@ -33,6 +34,7 @@ FVP_BASE_RME_REGIONS: tuple[MemoryRegion, ...] = (
 """FVP Base RevC with ENABLE_RMM=1 (TF-A fvp_pas_def.h); device space is GPI ANY (not protected)."""
 
 QuirkMode = Literal["spec", "tf-rmm"]
+QUIRK_MODES: tuple[QuirkMode, ...] = ("spec", "tf-rmm")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,10 @@ class RmmConfig:
     sha512: bool = True
     gicv3_num_lrs: int = 15
     """List registers minus one."""
+    gicv3_priority_bits: int = 5
+    """Virtual priority bits (ICH_VTR_EL2.PRIbits + 1); the LR priority bits below them are RES0."""
+    gicv3_id_bits: int = 16
+    """Virtual INTID bits (ICH_VTR_EL2.IDbits): LPIs above this are invalid in a list register."""
     max_recs_order: int = 10
     aux_count: int = 16
     vmid_bits: int = 16
@@ -135,6 +141,9 @@ class PlatformConfig:
         """Build from a profile's validated ``model`` section (unknown keys were rejected earlier)."""
         base = cls()
         rmm_params = dict(params.get("rmm", {}))
+        quirks = rmm_params.get("quirks", "spec")
+        if quirks not in QUIRK_MODES:
+            raise ProfileError(f"unknown rmm.quirks {quirks!r}", valid=QUIRK_MODES)
         rmm = replace(base.rmm, **rmm_params) if rmm_params else base.rmm
         top = {k: v for k, v in params.items() if k not in ("rmm", "regions", "granule_pool")}
         config = replace(base, rmm=rmm, **top)
