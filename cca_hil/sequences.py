@@ -1,0 +1,785 @@
+"""YAML sequences: load them, run them on any target, get a result document (DESIGN.md "Sequence files").
+
+``load_sequence`` validates and compiles a file (every problem is a
+SequenceError naming ``file:line`` and the valid choices, before anything
+runs); :class:`Runner` executes compiled sequences on a target through the
+RMI client, compares each answer with the step's ``expect`` and reports every
+step to the event stream (``cca_hil.results``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from cca_hil import __version__
+from cca_hil.arch.rmi import GRANULE_SIZE, MASK64, SMCCC_NOT_SUPPORTED, RmiStatus, status_name, to_signed64
+from cca_hil.arch.structs import (
+    MAX_REC_AUX,
+    RealmParams,
+    RecCreateFlags,
+    RecEnter,
+    RecParams,
+    rec_mpidr_for_index,
+)
+from cca_hil.errors import CapabilityError, TargetError, TransportError
+from cca_hil.results import Events, Outcome, RunResult, SequenceResult, StepResult, now
+from cca_hil.rmi_client import GranuleAllocator, RmiClient, RmiResult
+from cca_hil.seqformat import (
+    EXIT_REASON_NAMES,
+    PSCI_STATUS_NAMES,
+    RIPAS_NAMES,
+    RSI_COMMANDS,
+    RSI_STATUS_NAMES,
+    AccessStep,
+    CheckStep,
+    Expect,
+    Expr,
+    RealmActionSpec,
+    RmiStep,
+    RsiStep,
+    Sequence,
+    SmcStep,
+    Step,
+    StructSpec,
+    Value,
+    Wide,
+    load_sequence,
+    load_sequence_text,
+    parse_value,
+)
+from cca_hil.targets.base import Capability, Target, TargetInfo
+
+__all__ = [
+    "RealmAction",
+    "Runner",
+    "Sequence",
+    "Step",
+    "load_sequence",
+    "load_sequence_text",
+    "parse_value",
+]
+
+_REC_ENTER = "rec_enter"
+_EXIT_NAMES = {v: k for k, v in EXIT_REASON_NAMES.items()}
+_RIPAS_BY_VALUE = {v: k for k, v in RIPAS_NAMES.items()}
+
+
+@dataclass(eq=False)
+class RealmAction:
+    """One thing a realm does during a REC entry, and what it observed (filled in by the target).
+
+    The runner hands a target's ``realm_enter`` the queued actions of that REC
+    in order. The target sets :attr:`started` on each action the realm performs
+    and :attr:`result` (X0.. as the realm saw them) once the realm observes its
+    outcome — at once for calls the RMM completes, on a later entry for calls
+    that exit to the host. Actions not started stay queued for the next entry.
+    """
+
+    kind: str
+    """One of ``seqformat.REALM_ACTION_KINDS``: ``rsi``, ``psci``, ``smc``, ``mmio``, ``hvc``, ``wfi`` …"""
+    name: str
+    """RSI/PSCI function name, ``read``/``write`` for mmio, register name for sysreg."""
+    fid: int | None
+    args: Mapping[str, Any]
+    """Resolved arguments by name (ints; ``bytes`` for 64-byte values; ``{n: v}`` for gprs)."""
+    spec: RealmActionSpec | None = field(default=None, repr=False)
+    started: bool = False
+    result: tuple[int, ...] | None = None
+
+    def start(self) -> None:
+        """The realm performed this action."""
+        self.started = True
+
+    def complete(self, registers: Iterable[int]) -> None:
+        """The realm observed the outcome: X0.. (X0 alone for actions with one result)."""
+        self.started = True
+        self.result = tuple(registers)
+
+
+class _Unresolved(Exception):
+    """A step uses a saved name that an earlier step did not produce."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{name!r} is not available: {reason}")
+
+
+@dataclass
+class _Session:
+    """Per-sequence state: the value environment and the host-side bookkeeping a real host keeps."""
+
+    env: dict[str, int]
+    unresolved: dict[str, str] = field(default_factory=dict)
+    scratch: dict[str, int] = field(default_factory=dict)
+    written: dict[int, bytes] = field(default_factory=dict)
+    recs_of_rd: dict[int, int] = field(default_factory=dict)
+    aux_count: dict[int, int] = field(default_factory=dict)
+    rec_aux: dict[int, list[int]] = field(default_factory=dict)
+    run_of_rec: dict[int, int] = field(default_factory=dict)
+    queued: dict[int, list[RealmAction]] = field(default_factory=dict)
+    in_flight: dict[int, list[RealmAction]] = field(default_factory=dict)
+
+
+@dataclass
+class _Call:
+    """What a step sent and got back, before comparison."""
+
+    args: dict[str, Any] = field(default_factory=dict)
+    registers: tuple[int, ...] = ()
+    status: str | None = None
+    index: int | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    condition: str | None = None
+    problems: list[str] = field(default_factory=list)
+    extra: list[StepResult] = field(default_factory=list)
+    after: list[tuple[str, Any]] = field(default_factory=list)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, IntEnum):
+        return value.name.lower()
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, int):
+        return f"{value:#x}" if value > 9 else str(value)
+    return str(value)
+
+
+def _shown(value: object) -> object:
+    """A decoded output as results show it: enumerations by lower-case name."""
+    if isinstance(value, IntEnum):
+        return value.name.lower()
+    return value
+
+
+class Runner:
+    """Runs compiled sequences on one target and reports every step (DESIGN.md "Results and exit codes")."""
+
+    def __init__(self, target: Target, *, events: Events | None = None) -> None:
+        self.target = target
+        self.events = events if events is not None else Events()
+        self.client = RmiClient(target)
+        self._info: TargetInfo | None = None
+        self._allocator: GranuleAllocator | None = None
+        self._next_vmid = 1
+        self._aux_count: int | None = None
+        self._spare: list[int] = []
+        """Runner-owned delegated granules free for use as REC auxiliary granules."""
+        self._transport_broken = False
+
+    # -- target facts, fetched once -----------------------------------------
+
+    @property
+    def info(self) -> TargetInfo:
+        """The target's facts (asked once per runner)."""
+        if self._info is None:
+            self._info = self.target.info()
+        return self._info
+
+    @property
+    def allocator(self) -> GranuleAllocator:
+        """Granules for every sequence this runner runs, from the target's pool."""
+        if self._allocator is None:
+            self._allocator = GranuleAllocator(self.info.granule_pool)
+        return self._allocator
+
+    # -- public entry points ----------------------------------------------------
+
+    def run_all(self, sequences: Iterable[Sequence], *, command: str = "run") -> RunResult:
+        """Run sequences in order; a broken transport ends the run, a target error only its sequence."""
+        profile = self.target.profile
+        run = RunResult(
+            target=self.target.name,
+            profile=profile.source if profile.source != "<built-in>" else profile.name,
+            kind=self.target.kind,
+            tool_version=__version__,
+            command=command,
+        )
+        self.events.run_started(run)
+        for sequence in sequences:
+            result = self.run(sequence)
+            run.sequences.append(result)
+            if result.error and self._transport_broken:
+                run.error = result.error
+                break
+        run.ended = now()
+        self.events.run_finished(run)
+        return run
+
+    def run(self, sequence: Sequence) -> SequenceResult:
+        """Run one sequence; its result is complete whether it passed, failed, was skipped or broke off."""
+        self._transport_broken = False
+        result = SequenceResult(
+            name=sequence.name,
+            source=sequence.source,
+            description=sequence.description,
+            started=now(),
+        )
+        self.events.sequence_started(result, len(sequence.steps))
+        missing = [cap for cap in sequence.requires if not self.target.has(cap)]
+        if missing:
+            result.skipped_reason = f"target {self.target.name!r} lacks {', '.join(missing)}"
+        else:
+            try:
+                session = self._session(sequence)
+            except TargetError as exc:
+                result.error = f"could not prepare the sequence: {exc}"
+                self._transport_broken = isinstance(exc, TransportError)
+            else:
+                self._steps(sequence, session, result)
+        result.ended = now()
+        self.events.sequence_finished(result)
+        return result
+
+    # -- running ------------------------------------------------------------------
+
+    def _session(self, sequence: Sequence) -> _Session:
+        env = {f"platform.{k}": v for k, v in self.info.platform.items()}
+        env.update(self.allocator.named(sequence.granules))
+        return _Session(env=env)
+
+    def _steps(self, sequence: Sequence, session: _Session, result: SequenceResult) -> None:
+        for step in sequence.steps:
+            started = time.perf_counter()
+            call = _Call()
+            outcome = Outcome.PASSED
+            message = ""
+            try:
+                self._execute(step, session, call)
+            except CapabilityError as exc:
+                outcome, message = Outcome.SKIPPED, str(exc)
+            except _Unresolved as exc:
+                outcome, message = Outcome.SKIPPED, str(exc)
+            except TargetError as exc:
+                outcome, message = Outcome.ERROR, str(exc)
+                result.error = f"step {step.name!r} (line {step.line}): {exc}"
+                self._transport_broken = isinstance(exc, TransportError)
+            else:
+                if call.problems:
+                    outcome, message = Outcome.FAILED, "; ".join(call.problems)
+            if outcome is not Outcome.PASSED:
+                self._forget(step, session, message)
+            step_result = StepResult(
+                name=step.name,
+                op=step.op,
+                command=step.command,
+                args=call.args,
+                registers=call.registers,
+                status=call.status,
+                index=call.index,
+                outputs=call.outputs,
+                condition=call.condition,
+                expected=step.expect.text,
+                outcome=outcome,
+                message=message,
+                duration=time.perf_counter() - started,
+                line=step.line,
+            )
+            result.steps.append(step_result)
+            self.events.step_finished(result, step_result)
+            for extra in call.extra:
+                result.steps.append(extra)
+                self.events.step_finished(result, extra)
+            if result.error:
+                return
+
+    @staticmethod
+    def _forget(step: Step, session: _Session, reason: str) -> None:
+        # A failed or skipped step's saves are not trustworthy: later users are skipped, not misled.
+        for name in step.save:
+            session.env.pop(name, None)
+            session.unresolved[name] = f"step {step.name!r} did not produce it ({reason})"
+
+    def _value(self, value: Value, session: _Session) -> int:
+        if type(value) is int:
+            return value
+        try:
+            return value.resolve(session.env)  # type: ignore[union-attr]
+        except KeyError as exc:
+            name = str(exc.args[0])
+            raise _Unresolved(name, session.unresolved.get(name, "never saved")) from None
+
+    def _execute(self, step: Step, session: _Session, call: _Call) -> None:
+        if isinstance(step, RmiStep):
+            self._rmi(step, session, call)
+        elif isinstance(step, AccessStep):
+            self._access(step, session, call)
+        elif isinstance(step, CheckStep):
+            self._check(step, session, call)
+        elif isinstance(step, SmcStep):
+            self._smc(step, session, call)
+        elif isinstance(step, RsiStep):
+            self._rsi(step, session, call)
+        else:  # pragma: no cover - the compiler makes no other kinds
+            raise TypeError(f"unknown step type {type(step).__name__}")
+
+    # -- access, check, smc -------------------------------------------------------
+
+    def _generic(
+        self, step: Step, status: str | None, outputs: dict[str, Any], session: _Session, call: _Call
+    ) -> None:
+        call.status = status
+        call.outputs = outputs
+        expect = step.expect
+        if expect.status is not None and status != expect.status:
+            call.problems.append(f"{status}, expected {expect.status}")
+        else:
+            if expect.index is not None and call.index != expect.index:
+                call.problems.append(f"index {call.index}, expected {expect.index}")
+            for name, want in expect.outputs.items():
+                self._compare_output(name, want, outputs, session, call.problems)
+        self._save(step.save, outputs, session, call.problems)
+
+    def _access(self, step: AccessStep, session: _Session, call: _Call) -> None:
+        addr = self._value(step.addr, session)
+        value = self._value(step.value, session)
+        call.args.update(addr=addr, size=step.size)
+        if step.access == "write":
+            call.args["value"] = value
+        result = self.target.access(addr, step.access, step.size, value)
+        outputs: dict[str, Any] = {}
+        if result.fault is not None:
+            fault = result.fault
+            status = "gpf" if fault.gpf else "fault"
+            call.registers = (fault.esr, fault.far)
+            call.outputs = {"esr": fault.esr, "far": fault.far}
+        else:
+            status = "ok"
+            if step.access == "read" and result.value is not None:
+                outputs["value"] = result.value
+        self._generic(step, status, outputs, session, call)
+        if result.fault is not None:
+            call.outputs.update(esr=result.fault.esr, far=result.fault.far, fault=result.fault.describe())
+
+    def _check(self, step: CheckStep, session: _Session, call: _Call) -> None:
+        addr = self._value(step.addr, session)
+        call.args["addr"] = addr
+        pas = self.target.gpt_pas(addr)
+        self._generic(step, str(pas), {}, session, call)
+
+    def _smc(self, step: SmcStep, session: _Session, call: _Call) -> None:
+        args = [self._value(v, session) for v in step.args]
+        call.args.update({f"x{i}": v for i, v in enumerate(args, start=1)})
+        registers = tuple(self.target.smc(step.fid, *args))
+        call.registers = registers
+        x0 = registers[0] if registers else 0
+        if x0 != SMCCC_NOT_SUPPORTED and x0 >> 16 == 0 and x0 & 0xFF:
+            call.index = (x0 >> 8) & 0xFF
+        self._generic(step, status_name(x0), {f"x{i}": r for i, r in enumerate(registers)}, session, call)
+
+    # -- rmi ----------------------------------------------------------------------
+
+    def _rmi(self, step: RmiStep, session: _Session, call: _Call) -> None:
+        command = step.rmi
+        if command.name == _REC_ENTER:
+            self._rec_enter(step, session, call)
+            return
+        regs: list[int] = []
+        sent = call.args
+        for name, arg in step.args:
+            if isinstance(arg, StructSpec):
+                value = self._structure(arg, session, sent, call)
+            else:
+                value = self._value(arg, session)
+            sent[name] = value
+            regs.append(value)
+        registers = tuple(self.target.smc(command.fid, *regs))
+        result = self.client.decode(command, registers, self.target.rmi_condition)
+        self._record(step, result, call, session)
+        self._bookkeep(step, result, sent, session, call)
+
+    def _record(self, step: Step, result: RmiResult, call: _Call, session: _Session) -> None:
+        call.registers = result.registers
+        call.status = result.status_name
+        call.condition = result.condition
+        if result.status not in (None, RmiStatus.SUCCESS):
+            call.index = result.index
+        call.outputs = {k: _shown(v) for k, v in result.outputs.items()}
+        expect = step.expect
+        problems = call.problems
+        if expect.status is not None and call.status != expect.status:
+            got = call.status + (f" index {result.index}" if call.index is not None else "")
+            if result.condition:
+                got += f" ({result.condition})"
+            problems.append(f"status {got}, expected {expect.status}")
+        else:
+            if expect.index is not None and result.index != expect.index:
+                problems.append(f"index {result.index}, expected {expect.index}")
+            for name, want in expect.outputs.items():
+                self._compare_output(name, want, result.outputs, session, problems)
+        if step.condition is not None and result.condition is not None and result.condition != step.condition:
+            problems.append(f"condition {result.condition}, expected {step.condition}")
+        self._save(step.save, result.outputs, session, problems)
+
+    def _compare_output(
+        self, name: str, want: Any, actual: Mapping[str, Any], session: _Session, problems: list[str]
+    ) -> None:
+        if name not in actual:
+            problems.append(f"{name} not returned, expected {_fmt(want)}")
+            return
+        got = actual[name]
+        if isinstance(want, Wide):
+            data = got if isinstance(got, bytes) else int(got).to_bytes(8, "little")
+            if not want.matches(data):
+                problems.append(f"{name} {_fmt(data)}, expected {want}")
+            return
+        expected = self._value(want, session)
+        if isinstance(got, bytes):
+            if not Wide(
+                expected.to_bytes(max(1, (expected.bit_length() + 7) // 8), "big"), exact=False
+            ).matches(got):
+                problems.append(f"{name} {_fmt(got)}, expected {_fmt(expected)}")
+            return
+        if int(got) & MASK64 != expected:
+            shown = f"{_fmt(expected)} ({want})" if isinstance(want, Expr) else _fmt(expected)
+            if isinstance(got, IntEnum):
+                try:
+                    shown = type(got)(expected).name.lower()
+                except ValueError:
+                    pass
+            problems.append(f"{name} {_fmt(got)}, expected {shown}")
+
+    @staticmethod
+    def _save(
+        save: Mapping[str, str], outputs: Mapping[str, Any], session: _Session, problems: list[str]
+    ) -> None:
+        for new_name, output in save.items():
+            if output in outputs:
+                value = outputs[output]
+                session.env[new_name] = (
+                    int.from_bytes(value, "big") if isinstance(value, bytes) else int(value) & MASK64
+                )
+                session.unresolved.pop(new_name, None)
+            else:
+                problems.append(f"cannot save {new_name}: no output {output!r} for this status")
+
+    def _bookkeep(
+        self, step: RmiStep, result: RmiResult, sent: Mapping[str, Any], session: _Session, call: _Call
+    ) -> None:
+        """What a host remembers after a call: REC counts per realm, auxiliary granules it can reuse."""
+        name = step.rmi.name
+        for key, value in call.after:
+            if key == "aux":
+                if result.ok:
+                    session.rec_aux[sent["rec"]] = value
+                else:
+                    self._spare.extend(value)
+        if not result.ok:
+            return
+        if name == "rec_create":
+            session.recs_of_rd[sent["rd"]] = session.recs_of_rd.get(sent["rd"], 0) + 1
+        elif name == "rec_destroy":
+            self._spare.extend(session.rec_aux.pop(sent["rec"], ()))
+
+    # -- structures ----------------------------------------------------------------
+
+    def _scratch(self, kind: str, session: _Session) -> int:
+        pa = session.scratch.get(kind)
+        if pa is None:
+            pa = session.scratch[kind] = self.allocator.granule()
+        return pa
+
+    def _write(self, pa: int, data: bytes, session: _Session) -> None:
+        # Hardware links are slow (4 KiB ≈ 0.35 s at 115200 baud): skip rewriting identical bytes.
+        if session.written.get(pa) != data:
+            self.target.write(pa, data)
+            session.written[pa] = data
+
+    def _provision(self, count: int) -> list[int]:
+        """``count`` delegated granules the runner owns (reused ones first)."""
+        out: list[int] = []
+        while len(out) < count and self._spare:
+            out.append(self._spare.pop())
+        while len(out) < count:
+            pa = self.allocator.granule()
+            self._delegate(pa)
+            out.append(pa)
+        return out
+
+    def _delegate(self, pa: int) -> None:
+        result = self.client.granule_delegate(pa)
+        if not result.ok:
+            raise TargetError(f"could not delegate runner granule {pa:#x}: {result.describe()}")
+
+    def _rec_aux_count(self, rd: int, session: _Session) -> int:
+        count = session.aux_count.get(rd)
+        if count is None:
+            result = self.client.rec_aux_count(rd)
+            if result.ok:
+                count = self._aux_count = int(result.outputs["aux_count"])
+                session.aux_count[rd] = count
+            else:
+                # A negative test's bad rd: pass what a host would have learnt from a good one.
+                count = self._aux_count if self._aux_count is not None else MAX_REC_AUX
+        return count
+
+    def _structure(self, spec: StructSpec, session: _Session, sent: dict[str, Any], call: _Call) -> int:
+        fields: dict[str, Any] = {}
+        for key, raw in spec.fields.items():
+            if isinstance(raw, dict):
+                fields[key] = {i: self._value(v, session) for i, v in raw.items()}
+            elif isinstance(raw, tuple):
+                fields[key] = tuple(self._value(v, session) for v in raw)
+            elif isinstance(raw, (Wide, bytes)):
+                fields[key] = raw.data if isinstance(raw, Wide) else raw
+            else:
+                fields[key] = self._value(raw, session)
+        if spec.kind == "realm_params":
+            return self._realm_params(fields, session, sent)
+        if spec.kind == "rec_params":
+            return self._rec_params(fields, session, sent, call)
+        if spec.kind == "src":
+            pa = self._scratch("src", session)
+            data = fields.get("bytes", b"")
+            data = data.ljust(GRANULE_SIZE, bytes([fields.get("fill", 0)]))
+            self._write(pa, data, session)
+            sent["src_contents"] = {k: _fmt(v) for k, v in fields.items()}
+            return pa
+        raise AssertionError(f"structure {spec.kind} is written by rec_enter")  # pragma: no cover
+
+    def _realm_params(self, fields: dict[str, Any], session: _Session, sent: dict[str, Any]) -> int:
+        if "vmid" not in fields:
+            fields["vmid"] = self._next_vmid
+            self._next_vmid += 1
+        if "rtt_base" not in fields:
+            count = max(1, min(int(fields.get("rtt_num_start", 1)), 16))
+            base = self.allocator.slot()
+            for i in range(count):
+                self._delegate(base + i * GRANULE_SIZE)
+            fields["rtt_base"] = base
+        if "rpv" in fields and isinstance(fields["rpv"], int):
+            value = fields["rpv"]
+            fields["rpv"] = value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
+        if "rtt_level_start" in fields:
+            fields["rtt_level_start"] = to_signed64(fields["rtt_level_start"])
+        params = RealmParams(**fields)
+        pa = self._scratch("realm_params", session)
+        self._write(pa, params.pack(), session)
+        sent["params"] = {k: _fmt(v) for k, v in fields.items()}
+        return pa
+
+    def _rec_params(
+        self, fields: dict[str, Any], session: _Session, sent: dict[str, Any], call: _Call
+    ) -> int:
+        rd = sent.get("rd", 0)
+        fields.setdefault("flags", RecCreateFlags.RUNNABLE)
+        if "mpidr" not in fields:
+            fields["mpidr"] = rec_mpidr_for_index(session.recs_of_rd.get(rd, 0))
+        if "gprs" in fields:
+            gprs = fields["gprs"]
+            fields["gprs"] = tuple(gprs.get(i, 0) for i in range(8))
+        if "num_aux" not in fields:
+            fields["num_aux"] = self._rec_aux_count(rd, session)
+        if "aux" not in fields:
+            aux = self._provision(min(int(fields["num_aux"]), MAX_REC_AUX))
+            fields["aux"] = tuple(aux)
+            call.after.append(("aux", aux))
+        params = RecParams(**fields)
+        pa = self._scratch("rec_params", session)
+        self._write(pa, params.pack(), session)
+        sent["params"] = {
+            k: ([_fmt(x) for x in v] if isinstance(v, tuple) else _fmt(v)) for k, v in fields.items()
+        }
+        return pa
+
+    def _rec_enter_struct(self, spec: StructSpec, rec: int, session: _Session, sent: dict[str, Any]) -> int:
+        fields: dict[str, Any] = {}
+        for key, raw in spec.fields.items():
+            if isinstance(raw, dict):
+                count = 31 if key == "gprs" else 16
+                values = {i: self._value(v, session) for i, v in raw.items()}
+                fields[key] = tuple(values.get(i, 0) for i in range(count))
+            else:
+                fields[key] = self._value(raw, session)
+        pa = session.run_of_rec.get(rec)
+        if pa is None:
+            pa = session.run_of_rec[rec] = self.allocator.granule()
+        # Only the enter half: the exit half is the RMM's to write.
+        self.target.write(pa, RecEnter(**fields).pack())
+        sent["run"] = {
+            k: ([_fmt(x) for x in v] if isinstance(v, tuple) else _fmt(v)) for k, v in fields.items()
+        }
+        return pa
+
+    # -- realm execution ----------------------------------------------------------------
+
+    def _require_realm(self) -> None:
+        if not self.target.has(Capability.REALM_EXEC):
+            raise CapabilityError(Capability.REALM_EXEC, self.target.name)
+
+    def _action(self, spec: RealmActionSpec, session: _Session) -> RealmAction:
+        args: dict[str, Any] = {}
+        for key, raw in spec.args.items():
+            if isinstance(raw, dict):
+                args[key] = {i: self._value(v, session) for i, v in raw.items()}
+            elif isinstance(raw, Wide):
+                args[key] = raw.data
+            else:
+                args[key] = self._value(raw, session)
+        return RealmAction(kind=spec.kind, name=spec.name, fid=spec.fid, args=args, spec=spec)
+
+    def _enter(self, rec: int, run: int, new: list[RealmAction], session: _Session, call: _Call) -> RmiResult:
+        queue = session.queued.setdefault(rec, [])
+        queue.extend(new)
+        command = self.client.interface.by_name[_REC_ENTER]
+        registers = tuple(self.target.realm_enter(rec, run, list(queue)))
+        result = self.client.decode(command, registers, self.target.rmi_condition)
+        flight = session.in_flight.setdefault(rec, [])
+        flight.extend(a for a in queue if a.started)
+        queue[:] = [a for a in queue if not a.started]
+        done = [a for a in flight if a.result is not None]
+        flight[:] = [a for a in flight if a.result is None]
+        for action in done:
+            call.extra.append(self._action_result(action, session))
+        return result
+
+    def _action_result(self, action: RealmAction, session: _Session) -> StepResult:
+        """The realm's observation of one action, compared with the action's expect."""
+        spec = action.spec
+        assert spec is not None and action.result is not None
+        registers = action.result
+        problems: list[str] = []
+        status, outputs = self._decode_action(action, registers)
+        expect = spec.expect
+        if expect.status is not None and status != expect.status:
+            problems.append(f"status {status}, expected {expect.status}")
+        else:
+            for name, want in expect.outputs.items():
+                self._compare_output(name, want, outputs, session, problems)
+        self._save(spec.save, outputs, session, problems)
+        return StepResult(
+            name=spec.label,
+            op="realm",
+            command=f"{spec.kind} {spec.name}" if spec.kind != spec.name else spec.kind,
+            args={k: _fmt(v) if not isinstance(v, dict) else v for k, v in action.args.items()},
+            registers=registers,
+            status=status,
+            outputs={k: _shown(v) for k, v in outputs.items()},
+            expected=expect.text,
+            outcome=Outcome.FAILED if problems else Outcome.PASSED,
+            message="; ".join(problems),
+            line=spec.line,
+        )
+
+    @staticmethod
+    def _decode_action(action: RealmAction, registers: tuple[int, ...]) -> tuple[str | None, dict[str, Any]]:
+        x0 = registers[0] if registers else 0
+        if action.kind == "rsi":
+            command = RSI_COMMANDS[action.name]
+            names = {v: k for k, v in RSI_STATUS_NAMES.items()}
+            status = names.get(x0, f"unknown({x0:#x})")
+            outputs: dict[str, Any] = {}
+            reg = 1
+            for out in command.outputs:
+                if out in command.wide:
+                    data = b"".join(r.to_bytes(8, "little") for r in registers[reg : reg + 8])
+                    outputs[out] = data
+                    reg += 8
+                elif reg < len(registers):
+                    outputs[out] = registers[reg]
+                    reg += 1
+            return status, outputs
+        if action.kind == "psci":
+            signed = to_signed64(x0)
+            names = {v: k for k, v in PSCI_STATUS_NAMES.items()}
+            return names.get(signed, f"{x0:#x}"), {"result": x0}
+        if action.kind == "smc":
+            return status_name(x0), {f"x{i}": r for i, r in enumerate(registers)}
+        return None, {"value": x0}
+
+    def _rec_enter(self, step: RmiStep, session: _Session, call: _Call) -> None:
+        # Realm actions need a target that runs realm payloads; a bare entry is an ordinary SMC
+        # where the target has no realm execution (the model's RMM then exits at once, RMM 1.0 B3.3.15).
+        realm_exec = self.target.has(Capability.REALM_EXEC)
+        if step.realm and not realm_exec:
+            raise CapabilityError(Capability.REALM_EXEC, self.target.name)
+        sent = call.args
+        rec_arg, run_arg = step.args[0][1], step.args[1][1]
+        assert not isinstance(rec_arg, StructSpec)
+        rec = self._value(rec_arg, session)
+        sent["rec"] = rec
+        if isinstance(run_arg, StructSpec):
+            run = self._rec_enter_struct(run_arg, rec, session, sent)
+        else:
+            run = self._value(run_arg, session)
+        sent["run_ptr"] = run
+        if realm_exec:
+            actions = [self._action(spec, session) for spec in step.realm]
+            result = self._enter(rec, run, actions, session, call)
+        else:
+            registers = tuple(self.target.smc(step.rmi.fid, rec, run))
+            result = self.client.decode(step.rmi, registers, self.target.rmi_condition)
+        self._record(step, result, call, session)
+        if result.ok and step.expect.exit:
+            self._check_exit(step.expect, run, session, call)
+
+    def _check_exit(self, expect: Expect, run: int, session: _Session, call: _Call) -> None:
+        rec_exit = self.client.read_rec_exit(run)
+        for name, want in expect.exit.items():
+            got = getattr(rec_exit, name)
+            if isinstance(want, dict):
+                for i, item in want.items():
+                    value = self._value(item, session)
+                    if got[i] != value:
+                        call.problems.append(f"exit {name}[{i}] {_fmt(got[i])}, expected {_fmt(value)}")
+                call.outputs[name] = {i: got[i] for i in want}
+                continue
+            value = self._value(want, session)
+            call.outputs[name] = self._exit_shown(name, got)
+            if got != value:
+                call.problems.append(
+                    f"exit {name} {self._exit_shown(name, got)}, expected {self._exit_shown(name, value)}"
+                )
+
+    @staticmethod
+    def _exit_shown(name: str, value: int) -> object:
+        if name == "exit_reason":
+            return _EXIT_NAMES.get(value, value)
+        if name == "ripas_value":
+            return _RIPAS_BY_VALUE.get(value, value)
+        return value
+
+    def _rsi(self, step: RsiStep, session: _Session, call: _Call) -> None:
+        self._require_realm()
+        rec = self._value(step.rec, session)
+        call.args["rec"] = rec
+        run = session.run_of_rec.get(rec)
+        if run is None:
+            run = session.run_of_rec[rec] = self.allocator.granule()
+        self.target.write(run, RecEnter().pack())
+        action = self._action(step.action, session)
+        exit_call = RealmAction(kind="rsi", name="host_call", fid=RSI_COMMANDS["host_call"].fid, args={})
+        call.args.update({k: _fmt(v) if not isinstance(v, dict) else v for k, v in action.args.items()})
+        result = self._enter(rec, run, [action, exit_call], session, _Call())
+        if not result.ok:
+            call.registers = result.registers
+            call.status = result.status_name
+            call.problems.append(f"rec_enter to run the RSI call failed: {result.describe()}")
+            return
+        if action.result is None:
+            call.problems.append("the realm did not complete the RSI call in one entry")
+            return
+        # Let the realm's closing host call return, so the REC is ready for the next step.
+        session.queued[rec] = [a for a in session.queued.get(rec, []) if a is not exit_call]
+        observed = self._action_result(action, session)
+        call.registers = action.result
+        call.status = observed.status
+        call.outputs = observed.outputs
+        if observed.message:
+            call.problems.append(observed.message)
+
+
+def run_file(target: Target, path: str, *, events: Events | None = None) -> SequenceResult:
+    """Load and run one sequence file (a convenience for scripts and the bench)."""
+    return Runner(target, events=events).run(load_sequence(path))
+
+
+def steps_of(sequences: Seq[Sequence]) -> int:
+    """Total number of steps over several sequences (for progress displays)."""
+    return sum(len(s.steps) for s in sequences)
