@@ -23,20 +23,25 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cca_hil import __version__
+from cca_hil.arch.rmi import GRANULE_SIZE, MASK64, HashAlgorithm, Param, RmiCommand, to_signed64
+from cca_hil.arch.rmi_1_0 import RMI_1_0
+from cca_hil.arch.structs import RealmFlags, RealmParams, RecCreateFlags, RecParams, Structure
 from cca_hil.errors import InputError, TargetError
 from cca_hil.report import write_atomically
 from cca_hil.results import now
-from cca_hil.targets.base import AccessOp, AccessResult, Target, TargetInfo
+from cca_hil.targets.base import AccessOp, AccessResult, Capability, Target, TargetInfo
 
 if TYPE_CHECKING:
     from cca_hil.arch.pas import Pas
     from cca_hil.profiles import Profile
+    from cca_hil.rmi_client import RmiClient, RmiResult
 
 SCHEMA = "cca-hil-session/1"
 DEFAULT_SESSION = "default"
@@ -309,13 +314,19 @@ class JournaledTarget(Target):
 
 def describe_smc(op: SmcOp) -> str:
     """``granule_delegate(0x88000000)`` for an RMI call, the FID in hex otherwise."""
-    from cca_hil.arch.rmi_1_0 import RMI_1_0
-
     command = RMI_1_0.by_fid.get(op.fid)
     if command is None:
         return f"smc {op.fid:#x}({', '.join(f'{a:#x}' for a in op.args)})"
-    shown = [f"{a:#x}" for a in op.args[: len(command.inputs)]]
+    params = sorted(command.inputs, key=lambda p: p.reg)
+    shown = [show_input(p, a) for p, a in zip(params, op.args, strict=False)]
     return f"{command.name}({', '.join(shown)})"
+
+
+def show_input(param: Param, value: int) -> str:
+    """An input register as people write it: signed decimal for Int64 (levels), hex otherwise."""
+    if param.type == "Int64":
+        return str(to_signed64(value))
+    return f"{value & MASK64:#x}"
 
 
 def session_path(root: Path, name: str) -> Path:
@@ -464,3 +475,228 @@ def _normalised(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def _describe_overrides(overrides: Sequence[str]) -> str:
     return "".join(f" --set {o}" for o in overrides)
+
+
+# -- one RMI call at the bench ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchCall:
+    """An RMI call as typed at the bench: the command, plain inputs, and structures to write first."""
+
+    command: RmiCommand
+    values: dict[str, int]
+    """Inputs given as values, by the spec's input name."""
+    structures: dict[str, Structure]
+    """Inputs given as structure fields (``params.s2sz=40``), by the spec's input name."""
+
+    def inputs(self, addresses: Mapping[str, int]) -> dict[str, int]:
+        """Every input by spec name, structures replaced by the addresses they were written to."""
+        return {**self.values, **addresses}
+
+
+_STRUCTURES: dict[tuple[str, str], type[Structure]] = {
+    ("realm_create", "params_ptr"): RealmParams,
+    ("rec_create", "params_ptr"): RecParams,
+}
+"""Which address inputs point at a spec structure the bench can build from ``input.field=value``."""
+
+_FIELD_NAMES: dict[tuple[type[Structure], str], dict[str, int]] = {
+    (RealmParams, "flags"): {"lpa2": RealmFlags.LPA2, "sve": RealmFlags.SVE, "pmu": RealmFlags.PMU},
+    (RealmParams, "hash_algo"): {a.name.lower(): int(a) for a in HashAlgorithm},
+    (RecParams, "flags"): {"runnable": RecCreateFlags.RUNNABLE},
+}
+"""Names a structure field accepts besides integers (flags combine with ``|``)."""
+
+_INPUT_NAMES: dict[str, dict[str, int]] = {
+    "RmiDataFlags": {"no_measure": 0, "measure": 1},
+}
+"""Names an input of a given spec type accepts besides integers."""
+
+
+_INPUT_DEFAULTS: dict[tuple[str, str], int] = {
+    ("version", "req"): RMI_1_0.version,
+    ("features", "index"): 0,
+}
+"""Inputs the bench fills in when left out: ask for the revision this tool speaks, feature register 0."""
+
+
+def rmi_command(word: str) -> RmiCommand:
+    """The RMI 1.0 command a bench word names: ``granule-delegate``, ``granule_delegate``, ``RMI_VERSION``."""
+    key = word.strip().lower().replace("-", "_")
+    key = key.removeprefix("rmi_")
+    try:
+        return RMI_1_0.by_name[key]
+    except KeyError:
+        raise InputError(
+            f"unknown RMI command {word!r}",
+            where="cca-hil rmi",
+            valid=[c.name.replace("_", "-") for c in RMI_1_0.commands],
+        ) from None
+
+
+def parse_value(raw: str, *, where: str, names: Mapping[str, int], platform: Mapping[str, int]) -> int:
+    """An integer (``0x…``, decimal, negative), a ``platform.NAME``, or one of ``names`` joined by ``|``."""
+    text = raw.strip()
+    try:
+        return int(text, 0)
+    except ValueError:
+        pass
+    if text.startswith("platform."):
+        key = text.removeprefix("platform.")
+        if key in platform:
+            return platform[key]
+        raise InputError(
+            f"unknown platform name {text!r}", where=where, valid=[f"platform.{k}" for k in platform]
+        )
+    if names:
+        total = 0
+        for part in text.replace("+", "|").split("|"):
+            key = part.strip().lower()
+            if key not in names:
+                raise InputError(f"cannot read {raw!r}", where=where, valid=[*names, "an integer"])
+            total |= names[key]
+        return total
+    raise InputError(
+        f"cannot read {raw!r} as a number", where=where, valid=["0x…", "decimal", "platform.NAME"]
+    )
+
+
+def _field_value(
+    structure: type[Structure], name: str, raw: str, *, where: str, platform: Mapping[str, int]
+) -> object:
+    lay = structure.LAYOUT[name]
+    if lay.size > 8:
+        # A byte string field (RealmParams.rpv): hex digits, optionally 0x-prefixed.
+        digits = raw.strip().removeprefix("0x").replace("_", "")
+        try:
+            value = bytes.fromhex(digits)
+        except ValueError:
+            raise InputError(f"cannot read {raw!r} as hex bytes", where=where) from None
+        if len(value) > lay.size:
+            raise InputError(f"{name} holds at most {lay.size} bytes, got {len(value)}", where=where)
+        return value
+    names = _FIELD_NAMES.get((structure, name), {})
+    if lay.count > 1:
+        items = [p for p in raw.split(",") if p.strip()]
+        if len(items) > lay.count:
+            raise InputError(f"{name} holds at most {lay.count} values, got {len(items)}", where=where)
+        return tuple(parse_value(p, where=where, names=names, platform=platform) for p in items)
+    return parse_value(raw, where=where, names=names, platform=platform)
+
+
+def parse_rmi_call(word: str, words: Sequence[str], *, platform: Mapping[str, int]) -> BenchCall:
+    """Parse ``COMMAND [ARG…]``: positional values in spec order, ``name=value``, ``params.field=value``."""
+    command = rmi_command(word)
+    here = f"cca-hil rmi {command.name.replace('_', '-')}"
+    inputs = sorted(command.inputs, key=lambda p: p.reg)
+    by_name = {alias: p for p in inputs for alias in (p.name, *p.aliases)}
+    input_names = [p.name for p in inputs]
+    values: dict[str, int] = {}
+    fields_given: dict[str, dict[str, object]] = {}
+    positional = iter(inputs)
+    for raw in words:
+        key, sep, text = raw.partition("=")
+        if not sep:
+            if raw.startswith("--"):
+                raise InputError(
+                    f"unknown option {raw!r}", where=here, valid=["--session", "--json", "--expect"]
+                )
+            param = next(positional, None)
+            while param is not None and (param.name in values or param.name in fields_given):
+                param = next(positional, None)
+            if param is None:
+                raise InputError(
+                    f"too many arguments: {command.name} takes {len(inputs)}", where=here, valid=input_names
+                )
+            values[param.name] = parse_value(
+                raw, where=f"{here} {param.name}", names=_INPUT_NAMES.get(param.type, {}), platform=platform
+            )
+            continue
+        key = key.strip().lower().replace("-", "_")
+        head, dot, field_name = key.partition(".")
+        param = by_name.get(head)
+        if param is None:
+            raise InputError(f"{command.name} has no input {head!r}", where=here, valid=input_names)
+        if param.name in values or (not dot and param.name in fields_given):
+            raise InputError(f"{param.name} is given twice", where=here)
+        if not dot:
+            values[param.name] = parse_value(
+                text, where=f"{here} {param.name}", names=_INPUT_NAMES.get(param.type, {}), platform=platform
+            )
+            continue
+        structure = _STRUCTURES.get((command.name, param.name))
+        if structure is None:
+            raise InputError(f"{command.name} input {param.name!r} is no structure", where=here)
+        known = [f.name for f in dataclass_fields(structure)]  # type: ignore[arg-type]
+        if field_name not in known:
+            raise InputError(
+                f"{structure.__name__} has no field {field_name!r}", where=f"{here} {param.name}", valid=known
+            )
+        given = fields_given.setdefault(param.name, {})
+        if field_name in given:
+            raise InputError(f"{param.name}.{field_name} is given twice", where=here)
+        given[field_name] = _field_value(
+            structure, field_name, text, where=f"{here} {param.name}.{field_name}", platform=platform
+        )
+    structures: dict[str, Structure] = {}
+    for name, given in fields_given.items():
+        structure = _STRUCTURES[command.name, name]
+        try:
+            structures[name] = structure(**given)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"bad {structure.__name__}: {exc}", where=f"{here} {name}") from exc
+    for param in inputs:
+        default = _INPUT_DEFAULTS.get((command.name, param.name))
+        if default is not None and param.name not in values:
+            values[param.name] = default
+    missing = [p.name for p in inputs if p.name not in values and p.name not in structures]
+    if missing:
+        raise InputError(f"{command.name} needs input {missing[0]!r}", where=here, valid=input_names)
+    return BenchCall(command=command, values=values, structures=structures)
+
+
+SCRATCH_SEARCH = 64
+"""How many granules below the top of the pool to try for a structure's scratch granule."""
+
+
+def scratch_granules(target: Target, count: int, *, avoid: Iterable[int] = ()) -> list[int]:
+    """NS granules to write structures into, taken from the top of the granule pool.
+
+    The top end keeps them away from the addresses people type at the bench
+    (which start at the bottom of the pool); a granule the host can no longer
+    reach (it was delegated) or that the call names itself is passed over.
+    """
+    if count == 0:
+        return []
+    pool = target.info().granule_pool
+    if not pool:
+        raise TargetError(f"target {target.name!r} reports no granule pool for scratch structures")
+    base, size = max(pool, key=lambda r: r[0] + r[1])
+    top = (base + size) & ~(GRANULE_SIZE - 1)
+    excluded = {a & ~(GRANULE_SIZE - 1) for a in avoid}
+    probe = target.has(Capability.ACCESS)
+    chosen: list[int] = []
+    pa = top - GRANULE_SIZE
+    while pa >= base and pa >= top - SCRATCH_SEARCH * GRANULE_SIZE and len(chosen) < count:
+        if pa not in excluded and (not probe or target.access(pa, "read").ok):
+            chosen.append(pa)
+        pa -= GRANULE_SIZE
+    if len(chosen) < count:
+        raise TargetError(
+            f"no Non-secure scratch granule left in the top {SCRATCH_SEARCH} granules of the pool "
+            f"({top - SCRATCH_SEARCH * GRANULE_SIZE:#x}..{top:#x})"
+        )
+    return chosen
+
+
+def perform(call: BenchCall, client: RmiClient) -> tuple[dict[str, int], RmiResult]:
+    """Write the call's structures to scratch granules, make the call; the inputs as sent and the answer."""
+    target = client.target
+    scratch = scratch_granules(target, len(call.structures), avoid=call.values.values())
+    addresses: dict[str, int] = {}
+    for (name, structure), pa in zip(call.structures.items(), scratch, strict=True):
+        client.write_struct(pa, structure)
+        addresses[name] = pa
+    inputs = call.inputs(addresses)
+    return inputs, client.call(call.command, **inputs)
