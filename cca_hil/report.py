@@ -156,29 +156,29 @@ class ConsoleView:
             self._progress.start()
 
     def sequence_started(self, sequence: SequenceResult, total_steps: int) -> None:
+        if self.verbosity >= Verbosity.VERBOSE:
+            self._print(f"{sequence.name} ({sequence.source}, {total_steps} steps)", "bold")
         if self._progress is not None:
             self._tasks[id(sequence)] = self._progress.add_task(sequence.name, total=total_steps or None)
 
     def step_finished(self, sequence: SequenceResult, step: StepResult) -> None:
         if self._progress is not None and id(sequence) in self._tasks:
             self._progress.advance(self._tasks[id(sequence)])
+        if self.verbosity == Verbosity.QUIET:
+            return
+        bad = step.outcome in (Outcome.FAILED, Outcome.ERROR, Outcome.DIVERGED)
         if self.verbosity >= Verbosity.VERBOSE:
             line = (
                 f"  {_LABEL[step.outcome]:8} {step.name}  {step.op} {step.command}  → {step_verdict(step)}"
                 f"  [{step.duration * 1000:.1f} ms]"
             )
             self._print(line, _STYLE[step.outcome] if step.outcome is not Outcome.PASSED else None)
-        if (
-            step.outcome in (Outcome.FAILED, Outcome.ERROR, Outcome.DIVERGED)
-            and self.verbosity > Verbosity.QUIET
-        ):
-            self._print(
-                f"  {_LABEL[step.outcome]} {sequence.name} › {step.name} ({step_location(sequence, step)})",
-                _STYLE[step.outcome],
-            )
-            self._print(f"      {failure_detail(step)}")
+        elif bad:
+            self._print(f"  {_LABEL[step.outcome]:8} {sequence.name} › {step.name}", _STYLE[step.outcome])
+        if bad:
+            self._print(f"           {step_location(sequence, step)}: {failure_detail(step)}")
         elif step.outcome is Outcome.SKIPPED and self.verbosity >= Verbosity.VERBOSE and step.message:
-            self._print(f"      skipped: {step.message}")
+            self._print(f"           skipped: {step.message}")
 
     def sequence_finished(self, sequence: SequenceResult) -> None:
         if self._progress is not None and id(sequence) in self._tasks:
@@ -436,17 +436,17 @@ def _case(sequence: SequenceResult, step: StepResult) -> ET.Element:
 
 
 def _details(step: StepResult, where: str) -> str:
+    data = step.to_json()
     lines = [
+        failure_detail(step),
         f"at {where}",
-        f"{step.op} {step.command} {json.dumps(step.to_json()['args'])}",
+        f"{step.op} {step.command} {json.dumps(data['args'])}",
         f"expected: {step.expected or 'success'}",
         f"got: {step_verdict(step)}",
-        "registers: " + " ".join(f"{r:#x}" for r in step.registers),
+        "registers: " + " ".join(data["registers"]),
     ]
     if step.outputs:
-        lines.append(f"outputs: {json.dumps(step.to_json()['outputs'])}")
+        lines.append(f"outputs: {json.dumps(data['outputs'])}")
     if step.predicted is not None:
-        lines.append(f"model predicted: {json.dumps(step.to_json()['predicted'])}")
-    if step.message:
-        lines.append(step.message)
+        lines.append(f"model predicted: {json.dumps(data['predicted'])}")
     return "\n".join(lines)
