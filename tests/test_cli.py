@@ -1,0 +1,273 @@
+"""The command line end to end: typer's CliRunner in-process, real subprocesses for exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+from typer.testing import CliRunner
+
+from cca_hil import __version__
+from cca_hil.cli import app
+
+PASSING = """\
+sequence: delegate-basics
+description: delegate and undelegate one granule
+granules: [g]
+steps:
+  - rmi: granule_delegate
+    args: {addr: g}
+  - name: delegate-again
+    rmi: granule_delegate
+    args: {addr: g}
+    expect: error_input
+  - access: {op: read, addr: g}
+    expect: gpf
+  - rmi: granule_undelegate
+    args: {addr: g}
+"""
+
+FAILING = """\
+sequence: wrong-expectation
+granules: [g]
+steps:
+  - rmi: granule_delegate
+    args: {addr: g}
+  - name: expects-success-wrongly
+    rmi: granule_delegate
+    args: {addr: g}
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh current directory with no cca-hil environment overrides."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("CCA_HIL_RUNS", "CCA_HIL_SET", "CCA_HIL_FVP", "CCA_HIL_PROFILES", "CCA_HIL_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "pass.yaml").write_text(PASSING)
+    (tmp_path / "fail.yaml").write_text(FAILING)
+    return tmp_path
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m cca_hil`` in the current directory (a real process, real exit code)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CCA_HIL_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "cca_hil", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )
+
+
+runner = CliRunner()
+
+
+# -- global options ----------------------------------------------------------------------------------
+
+
+def test_version_prints_the_package_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"cca-hil {__version__}"
+
+
+def test_help_lists_the_commands_of_this_issue_only() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("info", "profiles", "run", "rmi", "conformance"):
+        assert command in result.stdout
+    for later in ("gpt", "token", "power", "console", "fvp", "probe"):
+        assert f" {later} " not in result.stdout
+
+
+# -- info ---------------------------------------------------------------------------------------------
+
+
+def test_info_decodes_version_features_and_memory_map(workdir: Path) -> None:
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "RMI version 1.0" in out
+    for field in ("S2SZ", "NUM_BPS", "HASH_SHA_256", "MAX_RECS_ORDER"):
+        assert field in out
+    assert "1023 RECs" in out
+    assert "ns-dram1" in out and "nonsecure" in out and "realm" in out
+    assert "0x90000000" in out  # the granule pool
+    assert "platform.secure_granule" in out
+    assert "gpt_read" in out
+
+
+def test_info_json_carries_the_decoded_feature_fields(workdir: Path) -> None:
+    result = runner.invoke(app, ["--set", "rmm.s2sz=44", "info", "--json"])
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["rmi_version"] == {"status": "success", "lower": "1.0", "higher": "1.0"}
+    assert data["features"]["S2SZ"] == 44
+    regions = {r["name"]: r for r in data["regions"]}
+    assert regions["ns-dram1"]["pas"] == "nonsecure"
+    assert regions["rmm"]["current_pas"] == "realm"
+    assert "rme" in data["capabilities"]
+
+
+# -- profiles ------------------------------------------------------------------------------------------
+
+
+def test_profiles_list_shows_bundled_and_user_profiles_with_their_origin(workdir: Path) -> None:
+    (workdir / "profiles").mkdir()
+    (workdir / "profiles" / "bench.yaml").write_text(
+        "name: bench\nkind: model\ndescription: my bench model\nmodel:\n  seed: 3\n"
+    )
+    result = runner.invoke(app, ["profiles", "list"])
+    assert result.exit_code == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert "bundled" in lines["model"]
+    assert "./profiles" in lines["bench"] and "my bench model" in lines["bench"]
+
+
+def test_profiles_list_reports_a_broken_profile_without_failing(workdir: Path) -> None:
+    (workdir / "profiles").mkdir()
+    (workdir / "profiles" / "broken.yaml").write_text("name: broken\nkind: toaster\n")
+    result = runner.invoke(app, ["profiles", "list"])
+    assert result.exit_code == 0, result.stderr
+    assert "invalid" in result.stdout and "toaster" in result.stdout
+    assert "model-tfrmm" in result.stdout
+
+
+def test_profiles_show_names_the_source_of_every_parameter(workdir: Path) -> None:
+    result = runner.invoke(
+        app, ["--set", "model.seed=7", "profiles", "show", "model"], env={"CCA_HIL_SET": "rmm.s2sz=44"}
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert "model.yaml" in rows["file:"]
+    assert "0x7" not in rows["seed"] and " 7 " in rows["seed"] and "--set" in rows["seed"]
+    assert " 44 " in rows["rmm.s2sz"] and "CCA_HIL_SET" in rows["rmm.s2sz"]
+    assert "model.yaml:" in rows["rmm.quirks"]
+    assert "target default" in rows["mec"]
+    assert "CCA_HIL_FVP" in result.stdout
+
+
+# -- run -----------------------------------------------------------------------------------------------
+
+
+def test_run_of_a_passing_sequence_exits_0_and_fills_the_run_folder(workdir: Path) -> None:
+    result = runner.invoke(app, ["--run-dir", "out", "run", "pass.yaml"])
+    assert result.exit_code == 0, result.stderr
+    assert "PASS" in result.stdout and "delegate-basics" in result.stdout
+    events = [json.loads(line) for line in (workdir / "out" / "events.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert kinds.count("step_finished") == 4
+    document = json.loads((workdir / "out" / "result.json").read_text())
+    assert document["outcome"] == "passed"
+    assert document["exit_code"] == 0
+    assert document["run_dir"] == "out"
+
+
+def test_run_with_a_failed_expectation_exits_1_and_shows_what_differed(workdir: Path) -> None:
+    result = runner.invoke(app, ["--run-dir", "out", "run", "pass.yaml", "fail.yaml"])
+    assert result.exit_code == 1
+    assert "wrong-expectation › expects-success-wrongly" in result.stdout
+    assert "fail.yaml:6" in result.stdout
+    assert "gran_state" in result.stdout
+
+
+def test_run_writes_json_and_junit_that_parse_back(workdir: Path) -> None:
+    result = runner.invoke(
+        app, ["--run-dir", "out", "run", "pass.yaml", "fail.yaml", "--json", "r.json", "--junit", "r.xml"]
+    )
+    assert result.exit_code == 1
+    document = json.loads((workdir / "r.json").read_text())
+    assert document["schema"] == "cca-hil-result/1"
+    assert [s["name"] for s in document["sequences"]] == ["delegate-basics", "wrong-expectation"]
+    assert document["counts"]["failed"] == 1 and document["counts"]["passed"] == 5
+    assert document == json.loads((workdir / "out" / "result.json").read_text())
+
+    root = ET.parse(workdir / "r.xml").getroot()
+    assert root.tag == "testsuites"
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("6", "1", "0")
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == ["delegate-basics", "wrong-expectation"]
+    cases = suites[1].findall("testcase")
+    assert {c.get("classname") for c in cases} == {"wrong-expectation"}
+    (failed,) = [c for c in cases if c.find("failure") is not None]
+    assert failed.get("name") == "expects-success-wrongly"
+    assert failed.get("line") == "6"
+    failure = failed.find("failure")
+    assert failure is not None
+    assert "expected success" in failure.get("message", "")
+
+
+def test_run_folder_defaults_to_a_timestamped_folder_under_cca_hil_runs(workdir: Path) -> None:
+    result = runner.invoke(app, ["run", "pass.yaml"])
+    assert result.exit_code == 0, result.stderr
+    (folder,) = (workdir / "cca-hil-runs").iterdir()
+    assert folder.name.endswith("Z-run")
+    assert (folder / "events.jsonl").is_file() and (folder / "result.json").is_file()
+    assert str(folder.relative_to(workdir)) in result.stdout
+
+
+def test_runs_root_follows_cca_hil_runs(workdir: Path) -> None:
+    result = runner.invoke(app, ["run", "pass.yaml"], env={"CCA_HIL_RUNS": str(workdir / "farm")})
+    assert result.exit_code == 0, result.stderr
+    assert len(list((workdir / "farm").glob("*-run/result.json"))) == 1
+    assert not (workdir / "cca-hil-runs").exists()
+
+
+def test_two_runs_in_the_same_instant_get_distinct_folders(workdir: Path) -> None:
+    for _ in range(3):
+        assert runner.invoke(app, ["run", "pass.yaml"]).exit_code == 0
+    assert len(list((workdir / "cca-hil-runs").iterdir())) == 3
+
+
+def test_quiet_prints_only_the_summary_line(workdir: Path) -> None:
+    result = runner.invoke(app, ["-q", "--run-dir", "out", "run", "pass.yaml", "fail.yaml"])
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("run: 2 sequences, 6 steps: 5 passed, 1 failed") and "(exit 1)" in lines[0]
+
+
+def test_verbose_prints_a_line_per_step(workdir: Path) -> None:
+    result = runner.invoke(app, ["-v", "--run-dir", "out", "run", "pass.yaml"])
+    assert result.exit_code == 0, result.stderr
+    assert "delegate-again" in result.stdout
+    assert "granule_undelegate" in result.stdout
+
+
+def test_output_to_a_pipe_is_plain_text(workdir: Path) -> None:
+    for args in (["run", "pass.yaml", "fail.yaml"], ["info"], ["rmi", "version"]):
+        proc = cli(*args)
+        assert proc.returncode in (0, 1), proc.stderr
+        assert "\x1b[" not in proc.stdout
+
+
+# -- exit codes in real processes ------------------------------------------------------------------------
+
+
+def test_exit_codes_of_real_processes(workdir: Path) -> None:
+    assert cli("run", "pass.yaml").returncode == 0
+    assert cli("run", "fail.yaml").returncode == 1
+    assert cli("run", "nothing-here.yaml").returncode == 2
+
+
+def test_a_target_error_is_exit_3(workdir: Path) -> None:
+    (workdir / "nopool.yaml").write_text("name: nopool\nkind: model\nmodel:\n  granule_pool: []\n")
+    proc = cli("--profile", "./nopool.yaml", "run", "pass.yaml")
+    assert proc.returncode == 3
+    assert "granule pool" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    proc = cli("--profile", "./nopool.yaml", "rmi", "realm-create", "0x90000000", "params.s2sz=40")
+    assert proc.returncode == 3
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("cca-hil: error: ")
+    assert "granule pool" in proc.stderr
