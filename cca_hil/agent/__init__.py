@@ -1,0 +1,1 @@
+"""The agent link: wire protocol, host session, agent emulator, fault injection (DESIGN.md)."""

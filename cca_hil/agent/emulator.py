@@ -1,0 +1,445 @@
+"""The device side of the agent link, backed by the model: what the resident agent does, in Python.
+
+It serves one byte stream at a time — a pty master, a TCP connection, an in-process
+socketpair — and behaves like the firmware: boot text first, then frames; at most
+one execution per request (a replay cache keyed by sequence number and CRC); NAK
+for damaged input; no session before HELLO. It counts executions per sequence
+number so tests can prove the at-most-once guarantee, and it can be told to die in
+the middle of a call. It is also the reference the C agent (``tools/agent/``) follows.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Literal
+
+from cca_hil.agent.protocol import (
+    CRC_SIZE,
+    FAULT_BOUND,
+    HEADER_SIZE,
+    PROTOCOL_MAJOR,
+    PROTOCOL_MINOR,
+    RESPONSE,
+    AccessStep,
+    AgentCaps,
+    BatchReply,
+    BatchStop,
+    ErrorCode,
+    FillStep,
+    Frame,
+    FrameDecoder,
+    Garbage,
+    Hello,
+    HelloReply,
+    InfoReply,
+    LogLevel,
+    LogRecord,
+    MsgType,
+    ProtocolError,
+    ReadStep,
+    SmcStep,
+    Step,
+    StepResult,
+    WriteStep,
+    decode_batch,
+    decode_request,
+    encode_error,
+    encode_fault,
+    encode_result,
+    result_bound,
+)
+from cca_hil.agent.streams import ByteStream, SocketStream
+from cca_hil.errors import GranuleProtectionFault
+from cca_hil.model.machine import DFSC_GPF_ON_ACCESS, EC_DATA_ABORT_SAME_EL, Machine, data_abort_esr
+from cca_hil.targets.base import Fault
+
+BOOT_TEXT = (
+    "NOTICE:  Booting Trusted Firmware\r\n"
+    "NOTICE:  BL1: v2.10.0(release):cca-hil-model\r\n"
+    "NOTICE:  BL1: Booting BL2\r\n"
+    "NOTICE:  BL2: v2.10.0(release):cca-hil-model\r\n"
+    "NOTICE:  BL2: Booting BL31\r\n"
+    "NOTICE:  BL31: v2.10.0(release):cca-hil-model\r\n"
+    "NOTICE:  BL31: RMM initialised, booting BL33\r\n"
+    "cca-hil agent {major}.{minor} (emulator) boot {boot_id}: ready\r\n"
+)
+"""What the firmware prints before the agent speaks frames (TF-A NOTICE lines, then the agent banner)."""
+
+MAX_FILL = 64 << 20
+"""Largest FILL the emulator performs (the model's memory is sparse but not free)."""
+
+DieMode = Literal["silent", "close"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    seq: int
+    crc: int
+    wire: bytes
+
+
+class AgentEmulator:
+    """The resident agent's behaviour over a byte stream, executing requests on a :class:`Machine`."""
+
+    def __init__(
+        self,
+        machine: Machine | None = None,
+        *,
+        max_frame: int = 4096 + 64,
+        replay_depth: int = 4,
+        version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR),
+        caps: AgentCaps = AgentCaps.SMC
+        | AgentCaps.MEMORY
+        | AgentCaps.ACCESS
+        | AgentCaps.BATCH
+        | AgentCaps.LOG,
+        boot_text: str = BOOT_TEXT,
+        boot_id: int = 1,
+        boot_delay: float = 0.0,
+        gap: float = 0.05,
+        die_after: int | None = None,
+        die_mode: DieMode = "silent",
+        name: str = "cca-hil agent emulator",
+    ) -> None:
+        self.machine = machine or Machine()
+        self.max_frame = max_frame
+        self.replay_depth = replay_depth
+        self.version = version
+        self.caps = caps
+        self.boot_text = boot_text
+        self.boot_id = boot_id
+        self.boot_delay = boot_delay
+        self.gap = gap
+        self.die_after = die_after
+        self.die_mode = die_mode
+        self.name = name
+        self.executions: Counter[tuple[int, int]] = Counter()
+        """Executions per (session, sequence number); a count above one breaks at-most-once."""
+        self.replays = 0
+        self.naks_sent = 0
+        self.session = 0
+        """Number of the current session (0: none since boot)."""
+        self.dead = False
+        self._limit = max_frame
+        self._cache: deque[_Cached] = deque(maxlen=max(1, replay_depth))
+        self._booted = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- counters for tests -----------------------------------------------------------------------
+
+    @property
+    def executed(self) -> int:
+        """Requests executed (HELLO not counted)."""
+        return sum(self.executions.values())
+
+    def duplicates(self) -> dict[tuple[int, int], int]:
+        """(session, seq) pairs executed more than once: empty unless at-most-once was broken."""
+        return {key: count for key, count in self.executions.items() if count > 1}
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def start(self, stream: ByteStream) -> None:
+        """Serve ``stream`` on a thread until :meth:`stop` or until the stream fails."""
+        if self._thread is not None:
+            raise RuntimeError("emulator already running")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.serve, args=(stream,), name="agent-emulator", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop serving and join the thread (bounded)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise RuntimeError(f"agent emulator did not stop within {timeout} s")
+
+    def reboot(self) -> None:
+        """Forget the session and the replay cache, as a reset of the board does; boot text follows."""
+        self._booted = False
+        self.session = 0
+        self._cache.clear()
+        self.dead = False
+
+    def serve(self, stream: ByteStream, stop: threading.Event | None = None) -> None:
+        """Serve ``stream`` until ``stop`` (default: :meth:`stop`) is set or the stream fails (blocking)."""
+        stop = stop or self._stop
+        try:
+            if not self._booted:
+                self._boot(stream, stop)
+            self._loop(stream, stop)
+        except (OSError, ValueError):
+            # The host went away (socket closed, pty hung up): an agent just keeps waiting.
+            return
+
+    def _boot(self, stream: ByteStream, stop: threading.Event) -> None:
+        if self.boot_delay:
+            stop.wait(self.boot_delay)
+        # Bytes that arrived before the agent ran (HELLOs sent too early) are gone, as from a reset UART.
+        deadline = time.monotonic() + 1.0
+        while getattr(stream, "in_waiting", 0) and time.monotonic() < deadline:
+            stream.read(getattr(stream, "in_waiting", 1))
+        text = self.boot_text.format(major=self.version[0], minor=self.version[1], boot_id=self.boot_id)
+        stream.write(text.encode())
+        self._booted = True
+
+    def _loop(self, stream: ByteStream, stop: threading.Event) -> None:
+        decoder = FrameDecoder(self.max_frame)
+        last = time.monotonic()
+        while not stop.is_set():
+            data = stream.read(1)
+            if data:
+                more = getattr(stream, "in_waiting", 0)
+                if more:
+                    data += stream.read(more)
+            now = time.monotonic()
+            if data:
+                last = now
+                events = decoder.feed(data)
+            elif decoder.in_frame and now - last >= self.gap:
+                events = decoder.flush()
+            else:
+                continue
+            if self.dead:
+                continue
+            for event in events:
+                if isinstance(event, Garbage):
+                    self.naks_sent += 1
+                    stream.write(Frame(MsgType.NAK, 0).encode())
+                elif isinstance(event, Frame):
+                    died = self._handle(stream, event)
+                    if died and self.die_mode == "close":
+                        close = getattr(stream, "close", None)
+                        if close is not None:
+                            close()
+                        return
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def _handle(self, stream: ByteStream, frame: Frame) -> bool:
+        """Answer one request frame; True when the agent died doing it."""
+        if frame.type & RESPONSE:
+            return False
+        if frame.type == MsgType.HELLO:
+            stream.write(self._hello(frame).encode())
+            if self.session:
+                log = LogRecord(LogLevel.INFO, f"session {self.session} opened")
+                stream.write(Frame(MsgType.LOG, self.session, log.encode()).encode())
+            return False
+        if not self.session:
+            reply = Frame(MsgType.ERROR, frame.seq, encode_error(ErrorCode.NO_SESSION, "no HELLO since boot"))
+            stream.write(reply.encode())
+            return False
+        crc = frame.crc
+        for cached in self._cache:
+            if cached.seq == frame.seq and cached.crc == crc:
+                self.replays += 1
+                stream.write(cached.wire)
+                return False
+        if self.die_after is not None and self.executed >= self.die_after:
+            # Die in the middle of the call: it runs, the answer never leaves.
+            self.executions[(self.session, frame.seq)] += 1
+            self._execute(frame)
+            self.dead = True
+            stream.write(b"\r\nPANIC: agent: unexpected exception, halting\r\n")
+            return True
+        self.executions[(self.session, frame.seq)] += 1
+        wire = self._execute(frame).encode()
+        self._cache.append(_Cached(frame.seq, crc, wire))
+        stream.write(wire)
+        return False
+
+    def _hello(self, frame: Frame) -> Frame:
+        try:
+            hello = Hello.decode(frame.payload)
+        except ProtocolError as exc:
+            return Frame(MsgType.ERROR, frame.seq, encode_error(ErrorCode.MALFORMED, str(exc)))
+        if hello.major == self.version[0]:
+            # HELLO always runs: it is idempotent and starts a fresh session and replay cache.
+            self.session += 1
+            self._cache.clear()
+            self._limit = min(self.max_frame, max(hello.max_frame, 256))
+        reply = HelloReply(
+            major=self.version[0],
+            minor=self.version[1],
+            max_frame=self.max_frame,
+            replay_depth=self.replay_depth,
+            caps=self.caps,
+            boot_id=self.boot_id,
+            agent=self.name,
+        )
+        return Frame(MsgType.HELLO_REPLY, frame.seq, reply.encode())
+
+    def _error(self, frame: Frame, code: ErrorCode, message: str) -> Frame:
+        return Frame(MsgType.ERROR, frame.seq, encode_error(code, message))
+
+    def _execute(self, frame: Frame) -> Frame:
+        try:
+            msg = MsgType(frame.type)
+        except ValueError:
+            return self._error(frame, ErrorCode.UNSUPPORTED, f"unknown request type {frame.type:#x}")
+        needed = {
+            MsgType.SMC: AgentCaps.SMC,
+            MsgType.READ: AgentCaps.MEMORY,
+            MsgType.WRITE: AgentCaps.MEMORY,
+            MsgType.FILL: AgentCaps.MEMORY,
+            MsgType.ACCESS: AgentCaps.ACCESS,
+            MsgType.BATCH: AgentCaps.BATCH,
+            MsgType.REALM_RUN: AgentCaps.REALM,
+        }.get(msg)
+        if needed is not None and not self.caps & needed:
+            return self._error(frame, ErrorCode.UNSUPPORTED, f"{msg.name} is not supported by this agent")
+        try:
+            if msg is MsgType.INFO:
+                return Frame(MsgType.INFO_REPLY, frame.seq, self._info().encode())
+            if msg is MsgType.BATCH:
+                return Frame(
+                    MsgType.BATCH_REPLY, frame.seq, self._batch(decode_batch(frame.payload)).encode()
+                )
+            if msg is MsgType.REALM_RUN:
+                return self._error(frame, ErrorCode.UNSUPPORTED, "realm execution is not modelled yet")
+            if msg in (MsgType.SMC, MsgType.READ, MsgType.WRITE, MsgType.FILL, MsgType.ACCESS):
+                step = decode_request(msg, frame.payload)
+                problem = self._check(step)
+                if problem:
+                    return self._error(frame, ErrorCode.BAD_ARGUMENT, problem)
+                outcome = self._run(step)
+                if isinstance(outcome, Fault):
+                    return Frame(MsgType.FAULT, frame.seq, encode_fault(outcome))
+                return Frame(msg | RESPONSE, frame.seq, encode_result(step, outcome))
+        except ProtocolError as exc:
+            return self._error(frame, ErrorCode.MALFORMED, str(exc))
+        return self._error(frame, ErrorCode.UNSUPPORTED, f"{msg.name} is not a request")
+
+    def _check(self, step: Step) -> str | None:
+        if isinstance(step, ReadStep) and step.size + HEADER_SIZE + CRC_SIZE > self._limit:
+            return f"read of {step.size} bytes does not fit a {self._limit}-byte frame"
+        if isinstance(step, FillStep) and step.size > MAX_FILL:
+            return f"fill of {step.size} bytes exceeds {MAX_FILL}"
+        return None
+
+    def _batch(self, steps: list[Step]) -> BatchReply:
+        room = self._limit - HEADER_SIZE - CRC_SIZE - 5 - 1 - FAULT_BOUND
+        results: list[bytes] = []
+        used = 0
+        for step in steps:
+            if used + result_bound(step) > room:
+                return BatchReply(tuple(results), BatchStop.FULL)
+            problem = self._check(step)
+            if problem:
+                return BatchReply(tuple(results), BatchStop.ERROR, error=(ErrorCode.BAD_ARGUMENT, problem))
+            outcome = self._run(step)
+            if isinstance(outcome, Fault):
+                return BatchReply(tuple(results), BatchStop.FAULT, fault=outcome)
+            encoded = encode_result(step, outcome)
+            results.append(encoded)
+            used += len(encoded)
+        return BatchReply(tuple(results))
+
+    def _run(self, step: Step) -> StepResult | Fault:
+        """Execute one step on the machine; a faulting memory step returns its Fault."""
+        machine = self.machine
+        try:
+            match step:
+                case SmcStep():
+                    regs = machine.smc(step.fid, *step.args)
+                    return (tuple(regs) + (0,) * step.results)[: step.results]
+                case ReadStep():
+                    return machine.ns_read(step.pa, step.size)
+                case WriteStep():
+                    machine.ns_write(step.pa, step.data)
+                    return None
+                case FillStep():
+                    machine.ns_write(step.pa, step.expand())
+                    return None
+                case AccessStep():
+                    return machine.ns_access(
+                        step.pa, "write" if step.write else "read", step.size, step.value
+                    )
+        except GranuleProtectionFault as gpf:
+            esr = data_abort_esr(DFSC_GPF_ON_ACCESS, write=gpf.write)
+            return Fault(EC_DATA_ABORT_SAME_EL, esr, gpf.pa, gpf=True, description="granule protection fault")
+        raise AssertionError(f"unhandled step {step!r}")
+
+    def _info(self) -> InfoReply:
+        config = self.machine.config
+        facts = (
+            ("agent", self.name),
+            ("model seed", str(config.seed)),
+            ("RMM quirks", config.rmm.quirks),
+        )
+        return InfoReply(
+            pa_bits=config.pa_bits,
+            regions=config.regions,
+            granule_pool=config.granule_pool,
+            platform=tuple(config.platform_names().items()),
+            facts=facts,
+        )
+
+
+class EmulatorServer:
+    """A TCP stand-in for a board behind ser2net: 127.0.0.1 only, one connection at a time, one agent.
+
+    The agent (and its machine) outlive connections, as a board does when the host reconnects.
+    """
+
+    def __init__(self, emulator: AgentEmulator, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.emulator = emulator
+        self._listener = socket.create_server((host, port))
+        self._listener.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connections = 0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) the server listens on."""
+        host, port = self._listener.getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        """The pySerial URL of the server: ``socket://127.0.0.1:PORT``."""
+        host, port = self.address
+        return f"socket://{host}:{port}"
+
+    def start(self) -> None:
+        """Accept and serve connections on a thread."""
+        self._thread = threading.Thread(target=self._accept_loop, name="agent-emulator-server", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop serving, close the listener and join the thread (bounded)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+        self._listener.close()
+
+    def __enter__(self) -> EmulatorServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            stream = SocketStream(conn)
+            try:
+                self.emulator.serve(stream, self._stop)
+            finally:
+                stream.close()
