@@ -27,8 +27,10 @@ class RealmHandle:
 class Host:
     """Drives a :class:`Machine` the way a Normal-world Host does, with fresh granules for every use."""
 
-    def __init__(self, quirks: QuirkMode = "spec", **rmm: int) -> None:
-        base = PlatformConfig()
+    def __init__(
+        self, quirks: QuirkMode = "spec", *, platform: PlatformConfig | None = None, **rmm: int
+    ) -> None:
+        base = platform or PlatformConfig()
         self.machine = Machine(replace(base, rmm=replace(base.rmm, quirks=quirks, **rmm)))
         self.rmm = self.machine.rmm
         self.names = base.platform_names()
