@@ -72,7 +72,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 runner = CliRunner()
 
 
-# -- global options ----------------------------------------------------------------------------------
+# -- global options ------------------------------------------------------------------------
 
 
 def test_version_prints_the_package_version() -> None:
@@ -90,7 +90,7 @@ def test_help_lists_the_commands_of_this_issue_only() -> None:
         assert f" {later} " not in result.stdout
 
 
-# -- info ---------------------------------------------------------------------------------------------
+# -- info ------------------------------------------------------------------------
 
 
 def test_info_decodes_version_features_and_memory_map(workdir: Path) -> None:
@@ -119,7 +119,7 @@ def test_info_json_carries_the_decoded_feature_fields(workdir: Path) -> None:
     assert "rme" in data["capabilities"]
 
 
-# -- profiles ------------------------------------------------------------------------------------------
+# -- profiles ------------------------------------------------------------------------
 
 
 def test_profiles_list_shows_bundled_and_user_profiles_with_their_origin(workdir: Path) -> None:
@@ -157,7 +157,7 @@ def test_profiles_show_names_the_source_of_every_parameter(workdir: Path) -> Non
     assert "CCA_HIL_FVP" in result.stdout
 
 
-# -- run -----------------------------------------------------------------------------------------------
+# -- run ------------------------------------------------------------------------
 
 
 def test_run_of_a_passing_sequence_exits_0_and_fills_the_run_folder(workdir: Path) -> None:
