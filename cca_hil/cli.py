@@ -255,7 +255,7 @@ def _root(  # noqa: PLR0917  (typer reads options from the signature)
         typer.Option(
             "--run-dir",
             metavar="DIR",
-            help=f"Folder for this run's events and results [default: ./{DEFAULT_RUNS_ROOT}/<time>-<cmd>].",
+            help=f"Folder for this run's events and results (default: ./{DEFAULT_RUNS_ROOT}/TIME-COMMAND).",
         ),
     ] = None,
     verbose: Annotated[
