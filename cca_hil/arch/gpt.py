@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -935,6 +936,18 @@ class PasRun:
         return {"start": self.start, "end": self.end, "pas": str(self.pas)}
 
 
+PAS_CODES: Final[tuple[MapPas, ...]] = (
+    Pas.SECURE,
+    Pas.NONSECURE,
+    Pas.ROOT,
+    Pas.REALM,
+    Pas.ANY,
+    Pas.NONE,
+    FAULT,
+)
+"""The value of each run code in :attr:`PasMap.codes`."""
+
+
 @dataclass(frozen=True)
 class PasMap:
     """The PAS map a GPT describes over [0, 2^t): maximal runs, plus misprogrammed Contiguous blocks.
@@ -942,37 +955,42 @@ class PasMap:
     Describes the tables, not one access: GPCCR_EL3.GPC and the GPC2 PAS-disable
     bits are applied by :func:`granule_protection_check`. GPI NS-only maps to
     ``nonsecure`` and the GDI no-access encodings (SA, NSP, NA6, NA7) to ``none``.
+    Stored compactly (run starts and one code byte per run) since a fragmented
+    table can have millions of runs; :attr:`runs` builds objects on demand.
     """
 
     gpccr: Gpccr
     gptbr: Gptbr
-    starts: tuple[int, ...]
-    values: tuple[MapPas, ...]
+    starts: array[int]
+    """First PA of each run (typecode ``Q``)."""
+    codes: bytes
+    """Per run, an index into :data:`PAS_CODES`."""
     unpredictable: tuple[tuple[int, int], ...] = field(default=())
     """[start, end) of Contiguous blocks whose entries disagree (R_RSPLJH); each PA uses its own entry."""
 
     def __post_init__(self) -> None:
-        if len(self.starts) != len(self.values) or not self.starts or self.starts[0] != 0:
-            raise ValueError("a PasMap needs one value per run and a first run starting at 0")
+        if len(self.starts) != len(self.codes) or not self.starts or self.starts[0] != 0:
+            raise ValueError("a PasMap needs one code per run and a first run starting at 0")
 
     @classmethod
     def from_runs(cls, runs: Iterable[tuple[int, int, MapPas]], *, gpccr: Gpccr, gptbr: Gptbr) -> PasMap:
         """A map from (start, end, pas) runs covering [0, 2^t) in order; adjacent equal runs merge."""
-        starts: list[int] = []
-        values: list[MapPas] = []
+        starts = array("Q")
+        codes = bytearray()
         expected = 0
         for start, end, pas in runs:
             if start != expected or end <= start:
                 raise ValueError(
                     f"runs must tile [0, 2^t) in order: got [{start:#x}, {end:#x}) at {expected:#x}"
                 )
-            if not values or values[-1] != pas:
+            code = PAS_CODES.index(pas)
+            if not codes or codes[-1] != code:
                 starts.append(start)
-                values.append(pas)
+                codes.append(code)
             expected = end
         if expected != gpccr.geometry.protected_size:
             raise ValueError(f"runs end at {expected:#x}, not at the protected size")
-        return cls(gpccr, gptbr, tuple(starts), tuple(values))
+        return cls(gpccr, gptbr, starts, bytes(codes))
 
     @property
     def limit(self) -> int:
@@ -983,7 +1001,7 @@ class PasMap:
     def runs(self) -> tuple[PasRun, ...]:
         """The maximal runs, in PA order."""
         ends = (*self.starts[1:], self.limit)
-        return tuple(map(PasRun, self.starts, ends, self.values))
+        return tuple(map(PasRun, self.starts, ends, map(PAS_CODES.__getitem__, self.codes)))
 
     def pas_at(self, pa: int) -> MapPas:
         """What a walk for ``pa`` yields, as :attr:`WalkResult.pas` (above the PPS too)."""
@@ -991,7 +1009,7 @@ class PasMap:
             raise ValueError(f"negative PA {pa}")
         if pa >= self.limit:
             return Pas.ANY if self.gpccr.appsaa else Pas.NONSECURE
-        return self.values[bisect.bisect_right(self.starts, pa) - 1]
+        return PAS_CODES[self.codes[bisect.bisect_right(self.starts, pa) - 1]]
 
     def to_json(self) -> dict[str, object]:
         """``{"gpccr", "gptbr", "pps_bits", "pgs", "l0gptsz_bits", "regions"}``; ``pgs`` in bytes."""
@@ -1009,16 +1027,7 @@ class PasMap:
 # --------------------------------------------------------------------------------------------------
 # Vectorised decoder
 
-# Run codes of the vectorised decoder: indices into _CODE_VALUES, plus a marker for L0 Table entries.
-_CODE_VALUES: Final[tuple[MapPas, ...]] = (
-    Pas.SECURE,
-    Pas.NONSECURE,
-    Pas.ROOT,
-    Pas.REALM,
-    Pas.ANY,
-    Pas.NONE,
-    FAULT,
-)
+# Run codes of the vectorised decoder: indices into PAS_CODES, plus a marker for L0 Table entries.
 _CODE_FAULT: Final = 6
 _CODE_TABLE: Final = 7
 # A Granules descriptor of reserved GPIs, written over the partner of an invalid entry under GDI.
@@ -1037,7 +1046,7 @@ def _lookup_tables(
     codes = np.full(16, _CODE_FAULT, dtype=np.uint8)
     ok = np.zeros(16, dtype=bool)
     for gpi in valid:
-        codes[gpi.value] = _CODE_VALUES.index(gpi.pas)
+        codes[gpi.value] = PAS_CODES.index(gpi.pas)
         ok[gpi.value] = True
     return codes, ok
 
@@ -1073,7 +1082,7 @@ def decode_tables(
     l0_base = table_base.l0_address
     if l0_base >> t:
         # Every walk takes a GPT address size fault before reading anything (R_XVCKY).
-        return PasMap(config, table_base, (0,), (FAULT,))
+        return PasMap(config, table_base, array("Q", [0]), bytes([_CODE_FAULT]))
     found = chunks.find(l0_base, geometry.l0_table_size)
     if found is None:
         raise GptDumpError(
@@ -1081,6 +1090,11 @@ def decode_tables(
             f" ({chunks.describe()})"
         )
     codes_lut, valid_lut = _lookup_tables(config, features)
+    # Per byte of a descriptor: the codes of its low and high nibble, as a little-endian pair.
+    nibble = np.arange(256)
+    pair_lut = (codes_lut[nibble & 0xF].astype("<u2") | codes_lut[nibble >> 4].astype("<u2") << 8).astype(
+        "<u2"
+    )
     l0 = np.frombuffer(found[0], dtype="<u8", count=geometry.l0_entries, offset=found[1])
 
     kind = l0 & 0xF
@@ -1142,6 +1156,7 @@ def decode_tables(
                 geometry=geometry,
                 codes_lut=codes_lut,
                 valid_lut=valid_lut,
+                pair_lut=pair_lut,
                 gdi=features.gdi,
             )
             starts.append(run_starts)
@@ -1156,13 +1171,10 @@ def decode_tables(
     keep = np.empty(all_codes.shape[0], dtype=bool)
     keep[0] = True
     np.not_equal(all_codes[1:], all_codes[:-1], out=keep[1:])
-    values = _CODE_VALUES
+    starts_out = array("Q")
+    starts_out.frombytes(all_starts[keep].astype(np.uint64).tobytes())
     return PasMap(
-        config,
-        table_base,
-        tuple(all_starts[keep].tolist()),
-        tuple(values[c] for c in all_codes[keep].tolist()),
-        tuple(sorted(set(unpredictable))),
+        config, table_base, starts_out, all_codes[keep].tobytes(), tuple(sorted(set(unpredictable)))
     )
 
 
@@ -1173,6 +1185,7 @@ def _decode_l1_entries(
     geometry: GptGeometry,
     codes_lut: npt.NDArray[np.uint8],
     valid_lut: npt.NDArray[np.bool_],
+    pair_lut: npt.NDArray[np.uint16],
     gdi: bool,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], list[tuple[int, int]]]:
     """Runs of one slice of L1 entries starting at PA ``pa0``: (starts, codes), maybe not maximal.
@@ -1205,15 +1218,21 @@ def _decode_l1_entries(
     mixed = np.flatnonzero(~contig & ~uniform)
     nibble_codes = np.empty((0, 16), dtype=np.uint8)
     if mixed.size:
-        shifts = np.arange(0, 64, 4, dtype=np.uint64)
-        nibbles = ((values[mixed, None] >> shifts) & 0xF).astype(np.intp)
-        ok = valid_lut[nibbles].all(axis=1)
-        invalid[mixed] = ~ok
-        nibble_codes = codes_lut[nibbles]
-        nibble_codes[~ok] = _CODE_FAULT  # J1 GPTGranulesDescriptorValid: one bad field spoils all sixteen
+        # GPI field i is nibble i of the little-endian word: one table lookup per byte yields two codes.
+        raw = np.ascontiguousarray(values[mixed]).astype("<u8", copy=False).view(np.uint8)
+        nibble_codes = np.take(pair_lut, raw).view(np.uint8).reshape(-1, 16)
+        # Valid GPIs never map to FAULT, so a FAULT code marks a reserved field; eight codes per uint64 lane.
+        lanes = (nibble_codes == _CODE_FAULT).view(np.uint64)
+        bad_fields = (lanes[:, 0] | lanes[:, 1]) != 0
+        invalid[mixed] = bad_fields
+        nibble_codes[bad_fields] = (
+            _CODE_FAULT  # J1 GPTGranulesDescriptorValid: one bad field spoils all sixteen
+        )
         run_codes[mixed] = nibble_codes[:, 0]
         # Descriptors whose sixteen fields map to one code (e.g. SA and NA6: both "none") stay single runs.
-        spread = ~(nibble_codes == nibble_codes[:, :1]).all(axis=1)
+        code_lanes = nibble_codes.view(np.uint64)
+        repeated = nibble_codes[:, 0].astype(np.uint64) * np.uint64(0x0101_0101_0101_0101)
+        spread = (code_lanes[:, 0] != repeated) | (code_lanes[:, 1] != repeated)
         mixed = mixed[spread]
         nibble_codes = nibble_codes[spread]
 
@@ -1224,7 +1243,13 @@ def _decode_l1_entries(
             patched = entries.copy()
             patched[poisoned] = _POISON
             return _decode_l1_entries(
-                patched, pa0, geometry=geometry, codes_lut=codes_lut, valid_lut=valid_lut, gdi=False
+                patched,
+                pa0,
+                geometry=geometry,
+                codes_lut=codes_lut,
+                valid_lut=valid_lut,
+                pair_lut=pair_lut,
+                gdi=False,
             )
 
     bad: list[tuple[int, int]] = []
@@ -1245,26 +1270,34 @@ def _decode_l1_entries(
                 block = pa0 + (entry - entry % size) * span
                 bad.append((block, block + size * span))
 
-    if not mixed.size:
-        run_starts = first.astype(np.int64) * span
-        piece_codes = run_codes
-    else:
-        is_mixed = np.zeros(first.shape[0], dtype=bool)
-        is_mixed[mixed] = True
-        counts = np.where(is_mixed, 16 * lens, 1)
-        position = np.cumsum(counts) - counts
-        run_starts = np.empty(int(counts.sum()), dtype=np.int64)
-        piece_codes = np.empty(run_starts.shape[0], dtype=np.uint8)
-        plain = ~is_mixed
-        run_starts[position[plain]] = first[plain].astype(np.int64) * span
-        piece_codes[position[plain]] = run_codes[plain]
-        pieces = 16 * lens[mixed]
-        local = np.arange(int(pieces.sum()), dtype=np.int64) - np.repeat(np.cumsum(pieces) - pieces, pieces)
-        slots = np.repeat(position[mixed], pieces) + local
-        run_starts[slots] = (
-            np.repeat(first[mixed].astype(np.int64) * span, pieces) + local * geometry.granule_size
-        )
-        piece_codes[slots] = np.repeat(nibble_codes, lens[mixed], axis=0).ravel()
+    run_starts = first.astype(np.int64) * span
+    piece_codes = run_codes
+    if mixed.size:
+        # Expand only the descriptors mixing PAS values, and keep only the fields where the code changes.
+        mixed_lens = lens[mixed]
+        entry_first = first[mixed].astype(np.int64)
+        rows = nibble_codes
+        if mixed_lens.max() > 1:
+            rows = np.repeat(nibble_codes, mixed_lens, axis=0)
+            offsets = np.arange(rows.shape[0], dtype=np.int64) - np.repeat(
+                np.cumsum(mixed_lens) - mixed_lens, mixed_lens
+            )
+            entry_first = np.repeat(entry_first, mixed_lens) + offsets
+        flat = rows.ravel()
+        edges = np.empty(flat.shape[0], dtype=bool)
+        edges[0] = True
+        np.not_equal(flat[1:], flat[:-1], out=edges[1:])
+        edges[::16] = True  # consecutive rows need not be neighbours in PA
+        where = np.flatnonzero(edges)
+        field_starts = entry_first[where >> 4] * span + (where & 0xF) * geometry.granule_size
+        plain = np.ones(first.shape[0], dtype=bool)
+        plain[mixed] = False
+        run_starts = np.concatenate((run_starts[plain], field_starts))
+        piece_codes = np.concatenate((run_codes[plain], flat[where]))
+        # Two sorted runs: the stable sort (timsort) merges them in linear time.
+        order = np.argsort(run_starts, kind="stable")
+        run_starts = run_starts[order]
+        piece_codes = piece_codes[order]
 
     keep = np.empty(piece_codes.shape[0], dtype=bool)
     keep[0] = True
