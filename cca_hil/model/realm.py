@@ -25,7 +25,7 @@ PSCI_CPU_ON_FIDS = frozenset({0x8400_0003, 0xC400_0003})
 
 @dataclass(frozen=True, slots=True)
 class PsciRequest:
-    """A PSCI_CPU_ON or PSCI_AFFINITY_INFO the Realm issued and the Host must complete (RMM 1.0 B5.3)."""
+    """A Realm's PSCI_CPU_ON or PSCI_AFFINITY_INFO that the Host must complete (RMM 1.0 B5, PSCI)."""
 
     fid: int
     target_mpidr: int
@@ -94,7 +94,7 @@ class Rec:
     # -- what a REC exit leaves pending (called by realm execution) -------------
 
     def exit_ripas_change(self, *, base: int, top: int, ripas: Ripas, change_destroyed: bool) -> RecExit:
-        """The Realm's RSI_IPA_STATE_SET was accepted: record the request and describe the exit (B5.3.9)."""
+        """The Realm's RSI_IPA_STATE_SET was accepted: record the request, describe the exit."""
         self.ripas_addr = base
         self.ripas_top = top
         self.ripas_value = ripas
@@ -105,15 +105,22 @@ class Rec:
         )
 
     def exit_psci(self, request: PsciRequest) -> RecExit:
-        """The Realm issued CPU_ON / AFFINITY_INFO for another REC: pending until RMI_PSCI_COMPLETE (B5.3)."""
+        """The Realm issued CPU_ON / AFFINITY_INFO for another REC: pending until RMI_PSCI_COMPLETE."""
         self.psci_pending = request
         self._clear_abort()
         self._close_ripas_change()
         gprs = (request.fid, request.target_mpidr) + (0,) * (GPR_COUNT - 2)
         return RecExit(exit_reason=RecExitReason.PSCI, gprs=gprs)
 
+    def exit_system_off(self, fid: int) -> RecExit:
+        """The Realm issued PSCI_SYSTEM_OFF or SYSTEM_RESET: it is off for good (RMM 1.0 A2.1.5)."""
+        self.owner.state = RealmState.SYSTEM_OFF
+        self._clear_abort()
+        self._close_ripas_change()
+        return RecExit(exit_reason=RecExitReason.PSCI, gprs=(fid,) + (0,) * (GPR_COUNT - 1))
+
     def exit_host_call(self, *, ipa: int, imm: int, gprs: Sequence[int]) -> RecExit:
-        """The Realm issued RSI_HOST_CALL with its RsiHostCall at ``ipa`` (B5.3.5)."""
+        """The Realm issued RSI_HOST_CALL with its RsiHostCall at ``ipa``."""
         self.host_call_pending = ipa
         self._clear_abort()
         self._close_ripas_change()
