@@ -624,7 +624,10 @@ class Runner:
                 args[key] = self._value(raw, session)
         return RealmAction(kind=spec.kind, name=spec.name, fid=spec.fid, args=args, spec=spec)
 
-    def _enter(self, rec: int, run: int, new: list[RealmAction], session: _Session, call: _Call) -> RmiResult:
+    def _enter(
+        self, rec: int, run: int, new: list[RealmAction], session: _Session
+    ) -> tuple[RmiResult, list[RealmAction]]:
+        """REC entry with the REC's queued actions; the actions whose outcome the realm observed."""
         queue = session.queued.setdefault(rec, [])
         queue.extend(new)
         command = self.client.interface.by_name[_REC_ENTER]
@@ -635,9 +638,7 @@ class Runner:
         queue[:] = [a for a in queue if not a.started]
         done = [a for a in flight if a.result is not None]
         flight[:] = [a for a in flight if a.result is None]
-        for action in done:
-            call.extra.append(self._action_result(action, session))
-        return result
+        return result, done
 
     def _action_result(self, action: RealmAction, session: _Session) -> StepResult:
         """The realm's observation of one action, compared with the action's expect."""
@@ -711,7 +712,8 @@ class Runner:
         sent["run_ptr"] = run
         if realm_exec:
             actions = [self._action(spec, session) for spec in step.realm]
-            result = self._enter(rec, run, actions, session, call)
+            result, done = self._enter(rec, run, actions, session)
+            call.extra.extend(self._action_result(a, session) for a in done if a.spec is not None)
         else:
             registers = tuple(self.target.smc(step.rmi.fid, rec, run))
             result = self.client.decode(step.rmi, registers, self.target.rmi_condition)
@@ -754,9 +756,14 @@ class Runner:
             run = session.run_of_rec[rec] = self.allocator.granule()
         self.target.write(run, RecEnter().pack())
         action = self._action(step.action, session)
-        exit_call = RealmAction(kind="rsi", name="host_call", fid=RSI_COMMANDS["host_call"].fid, args={})
+        # The shorthand's realm ends the entry with a Host call of its own, which no step checks.
+        closing = RealmAction(kind="rsi", name="host_call", fid=RSI_COMMANDS["host_call"].fid, args={})
         call.args.update({k: _fmt(v) if not isinstance(v, dict) else v for k, v in action.args.items()})
-        result = self._enter(rec, run, [action, exit_call], session, _Call())
+        result, done = self._enter(rec, run, [action, closing], session)
+        session.queued[rec] = [a for a in session.queued.get(rec, []) if a is not closing]
+        call.extra.extend(
+            self._action_result(a, session) for a in done if a.spec is not None and a is not action
+        )
         if not result.ok:
             call.registers = result.registers
             call.status = result.status_name
@@ -765,14 +772,17 @@ class Runner:
         if action.result is None:
             call.problems.append("the realm did not complete the RSI call in one entry")
             return
-        # Let the realm's closing host call return, so the REC is ready for the next step.
-        session.queued[rec] = [a for a in session.queued.get(rec, []) if a is not exit_call]
         observed = self._action_result(action, session)
         call.registers = action.result
         call.status = observed.status
         call.outputs = observed.outputs
         if observed.message:
             call.problems.append(observed.message)
+        reason = self.client.read_rec_exit(run).exit_reason
+        if reason != EXIT_REASON_NAMES["host_call"]:
+            call.problems.append(
+                f"the realm exited by {_EXIT_NAMES.get(reason, reason)}, not by its closing host call"
+            )
 
 
 def run_file(target: Target, path: str, *, events: Events | None = None) -> SequenceResult:

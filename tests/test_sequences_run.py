@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence as Seq
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cca_hil import __version__
 from cca_hil.arch.pas import Pas
+from cca_hil.arch.structs import RecExit
 from cca_hil.errors import EXIT_FAILED, EXIT_OK, EXIT_TARGET, TargetError, TransportError
 from cca_hil.profiles import build_target, load_profile
 from cca_hil.results import Events, Outcome, RunResult, SequenceResult, StepResult
 from cca_hil.seqformat import Sequence
-from cca_hil.sequences import Runner, load_sequence, load_sequence_text
+from cca_hil.sequences import RealmAction, Runner, load_sequence, load_sequence_text
 from cca_hil.targets.base import Capability, Target
 from cca_hil.targets.model import ModelTarget
 
@@ -660,3 +663,103 @@ def test_each_sequence_gets_fresh_granules_on_the_same_target() -> None:
     assert first.outcome is Outcome.PASSED
     assert second.outcome is Outcome.PASSED
     assert first.steps[0].args["addr"] != second.steps[0].args["addr"]
+
+
+class _ScriptedRealmModel(ModelTarget):
+    """The model with a stand-in realm payload (as an agent has): RSI_VERSION and RSI_HOST_CALL only."""
+
+    def __init__(self) -> None:
+        super().__init__(profile=load_profile("model"))
+        self.host_calls: dict[int, RealmAction] = {}
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return super().capabilities | {Capability.REALM_EXEC}
+
+    def realm_enter(self, rec_pa: int, run_pa: int, actions: Seq[Any] = ()) -> tuple[int, ...]:
+        registers = self.smc(0xC400_015C, rec_pa, run_pa)
+        if registers[0] != 0:
+            return registers
+        waiting = self.host_calls.pop(rec_pa, None)
+        if waiting is not None:
+            waiting.complete((0,))
+        for action in actions:
+            if (action.kind, action.name) == ("rsi", "version"):
+                action.complete((0, 0x10000, 0x10000))
+            elif (action.kind, action.name) == ("rsi", "host_call"):
+                action.start()
+                self.host_calls[rec_pa] = action
+                self.write(run_pa + 0x800, RecExit(exit_reason=5, imm=action.args.get("imm", 0)).pack())
+                break
+            else:
+                break
+        return registers
+
+
+def test_realm_actions_run_in_order_and_resume_on_the_next_entry() -> None:
+    result = run(
+        ACTIVE_REALM
+        + """
+  - name: enter
+    rmi: rec_enter
+    args: {rec: rec0}
+    realm:
+      - rsi: version
+        args: {req: 0x10000}
+        expect: {outputs: {lower: 0x10000, higher: 0x20000}}
+      - rsi: host_call
+        args: {imm: 0x33}
+      - rsi: version
+        args: {req: 0x10000}
+        save: {v: lower}
+    expect: {exit: {exit_reason: host_call, imm: 0x33}}
+  - name: resume
+    rmi: rec_enter
+    args: {rec: rec0}
+  - name: use_saved
+    rmi: version
+    args: {req: v}
+""",
+        _ScriptedRealmModel(),
+    )
+    names = [(s.name, s.op, s.outcome) for s in result.steps[5:]]
+    assert names == [
+        ("enter", "rmi", Outcome.PASSED),
+        ("enter/1 rsi version", "realm", Outcome.FAILED),
+        ("resume", "rmi", Outcome.PASSED),
+        ("enter/2 rsi host_call", "realm", Outcome.PASSED),
+        ("enter/3 rsi version", "realm", Outcome.PASSED),
+        ("use_saved", "rmi", Outcome.PASSED),
+    ]
+    assert result.steps[6].message == "higher 0x10000, expected 0x20000"
+    assert result.steps[6].line == 19
+    assert result.steps[5].outputs == {"exit_reason": "host_call", "imm": 0x33}
+
+
+def test_rsi_shorthand_enters_calls_and_leaves_by_host_call() -> None:
+    target = _ScriptedRealmModel()
+    result = run(
+        ACTIVE_REALM
+        + """
+  - name: rsi_version
+    rsi: version
+    rec: rec0
+    args: {req: 0x10000}
+    expect: {outputs: {lower: 0x10000, higher: 0x10000}}
+  - name: next_entry
+    rmi: rec_enter
+    args: {rec: rec0}
+  - name: rsi_version_wrong
+    rsi: version
+    rec: rec0
+    args: {req: 0x10000}
+    expect: error_state
+""",
+        target,
+    )
+    steps = by_name(result)
+    assert [s.name for s in result.steps[5:]] == ["rsi_version", "next_entry", "rsi_version_wrong"]
+    assert steps["rsi_version"].outcome is Outcome.PASSED
+    assert steps["rsi_version"].outputs == {"lower": 0x10000, "higher": 0x10000}
+    assert steps["next_entry"].outcome is Outcome.PASSED
+    assert steps["rsi_version_wrong"].message == "status success, expected error_state"
