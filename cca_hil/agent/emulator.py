@@ -122,7 +122,9 @@ class AgentEmulator:
         self.replays = 0
         self.naks_sent = 0
         self.session = 0
-        """Number of the current session (0: none since boot)."""
+        """Sessions opened so far (never reset, so (session, seq) names one request for good)."""
+        self.in_session = False
+        """True once a HELLO has opened a session since the last boot."""
         self.dead = False
         self._limit = max_frame
         self._cache: deque[_Cached] = deque(maxlen=max(1, replay_depth))
@@ -162,28 +164,29 @@ class AgentEmulator:
 
     def reboot(self) -> None:
         """Forget the session and the replay cache, as a reset of the board does; boot text follows."""
-        self._booted = False
-        self.session = 0
+        self.boot_id += 1
+        self.in_session = False
         self._cache.clear()
         self.dead = False
+        self._booted = False
 
     def serve(self, stream: ByteStream, stop: threading.Event | None = None) -> None:
         """Serve ``stream`` until ``stop`` (default: :meth:`stop`) is set or the stream fails (blocking)."""
         stop = stop or self._stop
         try:
             if not self._booted:
-                self._boot(stream, stop)
+                self._boot(stream, stop, drain=True)
             self._loop(stream, stop)
         except (OSError, ValueError):
             # The host went away (socket closed, pty hung up): an agent just keeps waiting.
             return
 
-    def _boot(self, stream: ByteStream, stop: threading.Event) -> None:
+    def _boot(self, stream: ByteStream, stop: threading.Event, *, drain: bool) -> None:
         if self.boot_delay:
             stop.wait(self.boot_delay)
         # Bytes that arrived before the agent ran (HELLOs sent too early) are gone, as from a reset UART.
         deadline = time.monotonic() + 1.0
-        while getattr(stream, "in_waiting", 0) and time.monotonic() < deadline:
+        while drain and getattr(stream, "in_waiting", 0) and time.monotonic() < deadline:
             stream.read(getattr(stream, "in_waiting", 1))
         text = self.boot_text.format(major=self.version[0], minor=self.version[1], boot_id=self.boot_id)
         stream.write(text.encode())
@@ -193,6 +196,8 @@ class AgentEmulator:
         decoder = FrameDecoder(self.max_frame)
         last = time.monotonic()
         while not stop.is_set():
+            if not self._booted:
+                self._boot(stream, stop, drain=False)
             data = stream.read(1)
             if data:
                 more = getattr(stream, "in_waiting", 0)
@@ -228,11 +233,11 @@ class AgentEmulator:
             return False
         if frame.type == MsgType.HELLO:
             stream.write(self._hello(frame).encode())
-            if self.session:
+            if self.in_session:
                 log = LogRecord(LogLevel.INFO, f"session {self.session} opened")
                 stream.write(Frame(MsgType.LOG, self.session, log.encode()).encode())
             return False
-        if not self.session:
+        if not self.in_session:
             reply = Frame(MsgType.ERROR, frame.seq, encode_error(ErrorCode.NO_SESSION, "no HELLO since boot"))
             stream.write(reply.encode())
             return False
@@ -263,6 +268,7 @@ class AgentEmulator:
         if hello.major == self.version[0]:
             # HELLO always runs: it is idempotent and starts a fresh session and replay cache.
             self.session += 1
+            self.in_session = True
             self._cache.clear()
             self._limit = min(self.max_frame, max(hello.max_frame, 256))
         reply = HelloReply(

@@ -301,7 +301,9 @@ class AgentLink:
         """
         before = self.stats.resends
         try:
-            result = self._single(step, self.timeouts.bulk, "bulk", retries=min(self.retries, _BULK_RETRIES))
+            # Give up early while a smaller chunk could still get through; at the floor, use every retry.
+            retries = self.retries if self._chunk <= _MIN_CHUNK else min(self.retries, _BULK_RETRIES)
+            result = self._single(step, self.timeouts.bulk, "bulk", retries=retries)
         except AgentTimeoutError as exc:
             if not exc.damaged or self._chunk <= _MIN_CHUNK:
                 raise

@@ -407,14 +407,14 @@ class FrameDecoder:
             room = limit - len(self._buf)
             if stop - pos > room:
                 self._buf += data[pos : pos + room]
-                events.append(self._give_up("frame longer than the negotiated maximum"))
                 pos += room
+                events.append(self._overflow())
                 continue
             self._buf += data[pos:stop]
             if eof < 0:
                 break
             pos = eof + 1
-            events.append(self._close())
+            events.extend(self._close())
         return events
 
     def flush(self, reason: str = "frame cut short by silence") -> list[StreamEvent]:
@@ -429,17 +429,49 @@ class FrameDecoder:
         self._buf.clear()
         return garbage
 
-    def _close(self) -> StreamEvent:
+    def _overflow(self) -> Garbage:
+        """Too long for a frame: a stray SOF opened it, so restart at the next SOF inside, if any."""
+        restart = self._buf.find(SOF)
+        if restart < 0:
+            return self._give_up("frame longer than the negotiated maximum")
+        garbage = Garbage(
+            bytes((SOF,)) + bytes(self._buf[:restart]), "frame longer than the negotiated maximum"
+        )
+        del self._buf[: restart + 1]
+        return garbage
+
+    def _close(self) -> list[StreamEvent]:
         raw = bytes(self._buf)
         self._in_frame = False
         self._buf.clear()
         try:
-            body = cobs_decode(raw)
-            if len(body) > self.max_body:
-                raise ProtocolError(f"frame body of {len(body)} bytes exceeds {self.max_body}")
-            return Frame.from_body(body)
+            return [self._decode(raw)]
         except ProtocolError as exc:
-            return Garbage(bytes((SOF,)) + raw + bytes((EOF,)), str(exc))
+            problem = str(exc)
+        # A damaged or stray SOF may have swallowed the start of a good frame: the good frame then
+        # begins after one of the SOF bytes inside. A frame's own body may hold SOF bytes too, so
+        # try them from the first, a bounded number of times.
+        start = raw.find(SOF)
+        for _ in range(RESYNC_CANDIDATES):
+            if start < 0:
+                break
+            try:
+                frame = self._decode(raw[start + 1 :])
+            except ProtocolError:
+                start = raw.find(SOF, start + 1)
+                continue
+            return [Garbage(bytes((SOF,)) + raw[:start], problem), frame]
+        return [Garbage(bytes((SOF,)) + raw + bytes((EOF,)), problem)]
+
+    def _decode(self, raw: bytes) -> Frame:
+        body = cobs_decode(raw)
+        if len(body) > self.max_body:
+            raise ProtocolError(f"frame body of {len(body)} bytes exceeds {self.max_body}")
+        return Frame.from_body(body)
+
+
+RESYNC_CANDIDATES = 32
+"""SOF bytes inside a damaged frame at which the decoder tries to find a good frame."""
 
 
 # -- handshake -----------------------------------------------------------------------------------
