@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -117,20 +119,19 @@ def test_secure_gpi_needs_sel2() -> None:
 
 
 @pytest.mark.parametrize(
-    ("gpi", "flag"),
+    ("gpi", "enabled"),
     [
-        (Gpi.NS_ONLY, "nso"),
-        (Gpi.SYSTEM_AGENT, "sa"),
-        (Gpi.NS_PROTECTED, "nsp"),
-        (Gpi.NA6, "na6"),
-        (Gpi.NA7, "na7"),
+        (Gpi.NS_ONLY, replace(FVP, nso=True)),
+        (Gpi.SYSTEM_AGENT, replace(FVP, sa=True)),
+        (Gpi.NS_PROTECTED, replace(FVP, nsp=True)),
+        (Gpi.NA6, replace(FVP, na6=True)),
+        (Gpi.NA7, replace(FVP, na7=True)),
     ],
 )
-def test_gpc2_and_gdi_gpis_are_valid_only_when_their_gpccr_bit_is_set(gpi: Gpi, flag: str) -> None:
+def test_gpc2_and_gdi_gpis_are_valid_only_when_their_gpccr_bit_is_set(gpi: Gpi, enabled: Gpccr) -> None:
     value = 0x9999_9999_9999_9990 | gpi.value
     with pytest.raises(GptDescriptorError, match="reserved"):
         decode_l1(value, gpccr=FVP)
-    enabled = Gpccr(pps=Pps.TB_1, **{flag: True})
     assert gpi in valid_gpis(enabled)
     granules = decode_l1(value, gpccr=enabled)
     assert isinstance(granules, L1Granules)
