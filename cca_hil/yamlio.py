@@ -8,7 +8,7 @@ line numbers (1-based) to the mappings and sequences it builds.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
@@ -40,7 +40,14 @@ class LineList(list[Any]):
         return self.line
 
 
-class _LineLoader(yaml.SafeLoader):
+# libyaml's parser where PyYAML has it: the same nodes and marks, six times faster on long sequences.
+if TYPE_CHECKING:
+    _SafeBase = yaml.SafeLoader
+else:
+    _SafeBase = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+
+
+class _LineLoader(_SafeBase):
     """SafeLoader whose mappings and sequences carry line numbers; duplicate keys are errors."""
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> LineDict:  # type: ignore[override]
