@@ -598,8 +598,11 @@ class StepOp(enum.IntEnum):
     ACCESS = 5
 
 
-SAME_SHAPE = 0x10
-"""Step header flag: an SMC step with the FID, argument count and result count of the previous one."""
+SHAPE_REF = 0x10
+"""Step header flag: the SMC's FID, argument count and result count are entry ``(header >> 5) & 3``
+of the batch's shape table instead of following in the step."""
+SHAPE_INDEX_SHIFT = 5
+SHAPE_TABLE_SIZE = 4
 
 ACCESS_WRITE = 0x80
 ACCESS_SIZES = (1, 2, 4, 8)
@@ -609,11 +612,17 @@ ACCESS_SIZES = (1, 2, 4, 8)
 class DeltaState:
     """What BATCH encoding refers back to; a lone request starts from a fresh state (all zero)."""
 
-    fid: int = -1
-    nargs: int = -1
-    nres: int = -1
+    shapes: list[tuple[int, int, int]] = field(default_factory=list)
+    """(FID, argument count, result count) of recent SMC steps, newest first, at most four."""
     args: list[int] = field(default_factory=lambda: [0] * MAX_ARGS)
+    """X1..X17 of the previous SMC step."""
     pa: int = 0
+    """Address of the previous memory step."""
+
+    def remember(self, shape: tuple[int, int, int]) -> None:
+        """Put a shape that was sent in full at the front of the table."""
+        self.shapes.insert(0, shape)
+        del self.shapes[SHAPE_TABLE_SIZE:]
 
 
 def _pa_delta(state: DeltaState, pa: int) -> bytes:
@@ -654,31 +663,35 @@ class SmcStep:
         regs = self.registers()
         nargs = max((i + 1 for i, value in enumerate(regs) if value), default=0)
         out = bytearray()
-        if batched and (self.fid, nargs, self.results) == (state.fid, state.nargs, state.nres):
-            flags = SAME_SHAPE
+        shape = (self.fid, nargs, self.results)
+        if batched and shape in state.shapes:
+            flags = SHAPE_REF | (state.shapes.index(shape) << SHAPE_INDEX_SHIFT)
         else:
             flags = 0
             out += self.fid.to_bytes(4, "little") + bytes((nargs, self.results))
+            state.remember(shape)
         for i in range(nargs):
             out += reg(regs[i] - state.args[i])
-        state.fid, state.nargs, state.nres, state.args = self.fid, nargs, self.results, regs
+        state.args = regs
         return (bytes((self.op | flags,)) if batched else b"") + bytes(out)
 
     @classmethod
     def decode(cls, r: Reader, state: DeltaState, flags: int = 0) -> SmcStep:
         """Parse a step body (after the header byte in a batch)."""
-        if flags & SAME_SHAPE:
-            if state.fid < 0:
-                raise ProtocolError("SAME_SHAPE on the first SMC step of a batch")
-            fid, nargs, nres = state.fid, state.nargs, state.nres
+        if flags & SHAPE_REF:
+            index = (flags >> SHAPE_INDEX_SHIFT) & (SHAPE_TABLE_SIZE - 1)
+            if index >= len(state.shapes):
+                raise ProtocolError(f"SMC step refers to shape {index} of {len(state.shapes)} known")
+            fid, nargs, nres = state.shapes[index]
         else:
             fid, nargs, nres = r.u32(), r.u8(), r.u8()
-        if nargs > MAX_ARGS or not 1 <= nres <= MAX_REGS:
-            raise ProtocolError(f"SMC with {nargs} arguments and {nres} results")
+            if nargs > MAX_ARGS or not 1 <= nres <= MAX_REGS:
+                raise ProtocolError(f"SMC with {nargs} arguments and {nres} results")
+            state.remember((fid, nargs, nres))
         regs = [0] * MAX_ARGS
         for i in range(nargs):
             regs[i] = (state.args[i] + r.reg()) & U64
-        state.fid, state.nargs, state.nres, state.args = fid, nargs, nres, regs
+        state.args = regs
         return cls(fid, tuple(regs[:nargs]), nres)
 
 
@@ -950,7 +963,7 @@ def decode_batch(payload: bytes) -> list[Step]:
         except ValueError:
             raise ProtocolError(f"unknown step operation {head & 0x0F}") from None
         flags = head & 0xF0
-        if flags & ~SAME_SHAPE or (flags and op is not StepOp.SMC):
+        if flags & 0x80 or (flags and op is not StepOp.SMC) or (flags and not flags & SHAPE_REF):
             raise ProtocolError(f"step header {head:#x} has reserved bits set")
         steps.append(STEP_TYPES[op].decode(r, state, flags))
     r.end()
@@ -1092,7 +1105,11 @@ class RealmAction:
 
 @dataclass(frozen=True, slots=True)
 class RealmRun:
-    """REALM_RUN request: queue ``actions`` for the REC's realm payload, then RMI_REC_ENTER(rec, run)."""
+    """REALM_RUN request: RMI_REC_ENTER(rec, run), the realm payload then performing ``actions`` in order.
+
+    ``actions`` are the REC's actions the realm has not begun yet (the host keeps the queue); a
+    call the realm was in the middle of at its last exit is completed first, by the agent.
+    """
 
     rec_pa: int
     run_pa: int
@@ -1117,23 +1134,26 @@ class RealmRun:
 
 @dataclass(frozen=True, slots=True)
 class RealmObservation:
-    """What the realm saw as the result of one of its actions (X0..X17 after the call returned)."""
+    """What the realm saw as the result of one of its calls (X0..X17 when the call returned to it)."""
 
     index: int
-    """Position of the action among every action queued on this REC, counted from 0."""
+    """0: the call the realm was in the middle of when this REC last exited (its answer came with this
+    entry); k >= 1: the k-th action of this REALM_RUN request."""
     regs: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class RealmRunReply:
-    """REALM_RUN_REPLY: X0..X4 of RMI_REC_ENTER and the observations the realm made in this entry."""
+    """REALM_RUN_REPLY: X0..X4 of RMI_REC_ENTER, how many actions the realm began, what it observed."""
 
     regs: tuple[int, ...]
+    started: int = 0
+    """Actions of the request the realm began, in order; the rest stay queued on the host."""
     observations: tuple[RealmObservation, ...] = ()
 
     def encode(self) -> bytes:
         """Payload bytes."""
-        out = encode_regs(self.regs, 5) + uvarint(len(self.observations))
+        out = encode_regs(self.regs, 5) + uvarint(self.started) + uvarint(len(self.observations))
         for obs in self.observations:
             out += uvarint(obs.index) + encode_regs(obs.regs, MAX_REGS)
         return out
@@ -1143,12 +1163,12 @@ class RealmRunReply:
         """Parse a payload."""
         r = Reader(payload)
         regs = decode_regs(r, 5)
-        count = r.uvarint()
+        started, count = r.uvarint(), r.uvarint()
         if count > len(payload):
             raise ProtocolError(f"{count} observations in {len(payload)} bytes")
         obs = tuple(RealmObservation(r.uvarint(), decode_regs(r, MAX_REGS)) for _ in range(count))
         r.end()
-        return cls(regs, obs)
+        return cls(regs, started, obs)
 
 
 # -- log -----------------------------------------------------------------------------------------

@@ -237,7 +237,7 @@ def test_realm_run_round_trip_with_every_action_kind() -> None:
     run = RealmRun(0x8800_3000, 0x8800_4000, actions)
     assert RealmRun.decode(run.encode()) == run
     regs18 = (0, 0x10000, 0x10000) + (0,) * 15
-    reply = RealmRunReply((0, 0, 0, 0, 0), (RealmObservation(0, regs18),))
+    reply = RealmRunReply((0, 0, 0, 0, 0), 2, (RealmObservation(0, regs18), RealmObservation(1, regs18)))
     assert RealmRunReply.decode(reply.encode()) == reply
 
 
