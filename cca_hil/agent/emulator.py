@@ -186,8 +186,11 @@ class AgentEmulator:
             stop.wait(self.boot_delay)
         # Bytes that arrived before the agent ran (HELLOs sent too early) are gone, as from a reset UART.
         deadline = time.monotonic() + 1.0
-        while drain and getattr(stream, "in_waiting", 0) and time.monotonic() < deadline:
-            stream.read(getattr(stream, "in_waiting", 1))
+        while drain and time.monotonic() < deadline:
+            pending: int = getattr(stream, "in_waiting", 0)
+            if not pending:
+                break
+            stream.read(pending)
         text = self.boot_text.format(major=self.version[0], minor=self.version[1], boot_id=self.boot_id)
         stream.write(text.encode())
         self._booted = True
