@@ -1,8 +1,8 @@
 """Realm measurements: the RIM and REM update rules and their 256-byte descriptors, as pure functions.
 
 RMM 1.0 A7.1 (Realm measurements), B4.4.9 / B4.4.10 (the measured parts of
-RmiRealmParams and RmiRecParams), C1.17 (RmmMeasurementDescriptorData / Rec /
-Ripas). Every measurement is kept in its 64-byte form: a SHA-256 digest occupies
+RmiRealmParams and RmiRecParams), and the RmmMeasurementDescriptorData / Rec / Ripas
+structures. Every measurement is kept in its 64-byte form: a SHA-256 digest occupies
 bytes 0..31 and the rest is zero, which is also how descriptors embed the
 current RIM.
 """
@@ -114,7 +114,7 @@ def rim_init(algo: HashAlgorithm, params_image: bytes) -> bytes:
 
 
 def rim_extend_data(algo: HashAlgorithm, rim: bytes, *, ipa: int, flags: int, data: bytes | None) -> bytes:
-    """RIM after RMI_DATA_CREATE; ``data`` is the page when its content is measured, else None (A7.1.2)."""
+    """RIM after RMI_DATA_CREATE; ``data`` is the page when its content is measured, else None (A7.1)."""
     content = measure(algo, data) if data is not None else ZERO_MEASUREMENT
     return measure(algo, data_descriptor(rim=rim, ipa=ipa, flags=flags, content=content))
 
@@ -125,7 +125,7 @@ def rim_extend_rec(algo: HashAlgorithm, rim: bytes, *, rec_image: bytes) -> byte
 
 
 def rim_extend_ripas(algo: HashAlgorithm, rim: bytes, *, base: int, top: int) -> bytes:
-    """RIM after RMI_RTT_INIT_RIPAS processed the RTT entry [base, top) (RMM 1.0 A7.1.4)."""
+    """RIM after RMI_RTT_INIT_RIPAS processed the RTT entry [base, top) (RMM 1.0 A7.1)."""
     return measure(algo, ripas_descriptor(rim=rim, base=base, top=top))
 
 

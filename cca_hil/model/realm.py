@@ -1,7 +1,7 @@
 """Realm and REC objects of the modelled RMM: attributes, measurements and the REC's pending requests.
 
 RMM 1.0 A2.1 (Realm attributes, liveness), A2.3 (REC attributes), A7.1
-(measurements), B4.3.9.x (what a REC exit leaves pending until the next entry).
+(measurements), and what a REC exit leaves pending until the next REC entry.
 The RMM's command handlers (``model/rmm.py``) own the state transitions; the
 methods here are the small, documented entry points realm execution uses to
 leave a REC in the state a REC exit leaves it in.
@@ -43,7 +43,7 @@ class PsciRequest:
 
 @dataclass(frozen=True, slots=True)
 class EmulatableAbort:
-    """An emulatable data abort at an Unprotected IPA that the REC exited with (RMM 1.0 A4.3.3).
+    """An emulatable data abort at an Unprotected IPA that the REC exited with (RMM 1.0 A4.3).
 
     ``register`` is the transfer register (31 = XZR); for a load the Host's
     ``enter.gprs[0]`` lands there, masked to ``size`` bytes and sign-extended
@@ -130,7 +130,7 @@ class Rec:
     def exit_data_abort(
         self, *, esr: int, hpfar: int, far: int = 0, unprotected: bool, emulatable: EmulatableAbort | None
     ) -> RecExit:
-        """A stage-2 data abort the Host must see; ``emulatable`` when the Host may emulate it (A4.3.3)."""
+        """A stage-2 data abort the Host must see; ``emulatable`` when the Host may emulate it (A4.3)."""
         self._close_ripas_change()
         self.unprotected_abort = unprotected
         self.emulatable_abort = emulatable
@@ -197,7 +197,7 @@ class Realm:
         return self.num_recs > 0 or any(rtt.is_live() for rtt in self.starts)
 
     def walk(self, ipa: int, level: int) -> Walk:
-        """RttWalk(rd, ipa, level) over this Realm's tables (B4.5.12)."""
+        """RttWalk(rd, ipa, level) over this Realm's tables (RMM 1.0)."""
         return walk(self.starts, self.rtt_level_start, ipa, level)
 
     def tables(self) -> list[Rtt]:

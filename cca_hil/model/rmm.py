@@ -96,7 +96,7 @@ _ESR_EC_DABT_LOWER = 0x24
 _DFSC_TRANSLATION_L0 = 0x04
 
 GICV3_HCR_HOST_BITS = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 14)
-"""ICH_HCR_EL2 bits the Host may set in RmiRecEnter (UIE, LRENPIE, NPIE, VGrp*E/DIE, TDIR; RMM 1.0 A6.3)."""
+"""ICH_HCR_EL2 bits the Host may set (UIE, LRENPIE, NPIE, VGrp*E/DIE, TDIR; RMM 1.0 Gicv3ConfigIsValid)."""
 GICV3_HCR_EXIT_BITS = GICV3_HCR_HOST_BITS | (0x1F << 27)
 """ICH_HCR_EL2 bits reported in RmiRecExit (adds EOIcount)."""
 _LR_HW = 1 << 61
@@ -114,7 +114,7 @@ _ENTER = struct.Struct("<Q504x31Q8x17Q")
 def rtt_num_start_for(*, s2sz: int, level: int, lpa2: bool) -> int | None:
     """Starting RTTs a (s2sz, start level) needs, or None if the pair is not a valid VMSA geometry.
 
-    RMM 1.0 B4.5.16 RttConfigIsValid: one table at ``level`` resolves
+    RMM 1.0 RttConfigIsValid: one table at ``level`` resolves
     ``level_shift(level) + 9`` bits (level -1: 4 bits); up to 16 tables may be
     concatenated, and a geometry that the next level down could serve
     without concatenation is not valid at ``level``.
@@ -268,7 +268,7 @@ class Rmm:
     # -- RMI_VERSION / RMI_FEATURES ------------------------------------------
 
     def _rmi_version(self, args: tuple[int, ...]) -> Regs:
-        """RMI_VERSION (B3.3.21): SUCCESS iff a supported revision is compatible with ``req``."""
+        """RMI_VERSION (RMM 1.0 B3.3): SUCCESS iff a supported revision is compatible with ``req``."""
         req = args[0]
         supported = self.config.version
         if req >> 31 == 0 and (req >> 16) == (supported >> 16) and (req & 0xFFFF) <= (supported & 0xFFFF):
@@ -276,14 +276,14 @@ class Rmm:
         return (RmiStatus.ERROR_INPUT, supported, supported, 0, 0)
 
     def _rmi_features(self, args: tuple[int, ...]) -> Regs:
-        """RMI_FEATURES (B3.3.9): register 0 describes the implementation; others read as zero."""
+        """RMI_FEATURES (RMM 1.0 B3.3): register 0 describes the implementation; others read as zero."""
         value = self.config.feature_register_0() if args[0] == 0 else 0
         return (RmiStatus.SUCCESS, value, 0, 0, 0)
 
     # -- granule delegation --------------------------------------------------
 
     def _rmi_granule_delegate(self, args: tuple[int, ...]) -> Regs:
-        """RMI_GRANULE_DELEGATE (B3.3.10)."""
+        """RMI_GRANULE_DELEGATE (RMM 1.0 B3.3)."""
         addr = args[0]
         if addr & _ALIGN:
             return self._fail(self._delegate, "gran_align")
@@ -299,7 +299,7 @@ class Rmm:
         return _SUCCESS
 
     def _rmi_granule_undelegate(self, args: tuple[int, ...]) -> Regs:
-        """RMI_GRANULE_UNDELEGATE (B3.3.11)."""
+        """RMI_GRANULE_UNDELEGATE (RMM 1.0 B3.3)."""
         addr = args[0]
         if addr & _ALIGN:
             return self._fail(self._undelegate, "gran_align")
@@ -316,7 +316,7 @@ class Rmm:
     # -- Realm lifecycle -----------------------------------------------------
 
     def _rmi_realm_create(self, args: tuple[int, ...]) -> Regs:
-        """RMI_REALM_CREATE (B3.3.6): validate RmiRealmParams, build the Realm, initialise the RIM."""
+        """RMI_REALM_CREATE (RMM 1.0 B3.3): validate RmiRealmParams, build the Realm, initialise the RIM."""
         rd, params_ptr = args[0], args[1]
         command = self._commands["realm_create"]
         fault = self._ns_fault(params_ptr, "params")
@@ -420,7 +420,7 @@ class Rmm:
         pmu_num_ctrs: int,
         hash_algo: int,
     ) -> bool:
-        """params_supp (B3.3.6): every feature the Host asks for is one this RMM offers."""
+        """params_supp (RMM 1.0 B3.3): every feature the Host asks for is one this RMM offers."""
         cfg = self.config
         lpa2 = bool(flags & 1)
         if lpa2 and not cfg.lpa2:
@@ -469,7 +469,7 @@ class Rmm:
         return self.realms[rd >> _SHIFT]
 
     def _rmi_realm_activate(self, args: tuple[int, ...]) -> Regs:
-        """RMI_REALM_ACTIVATE (B3.3.5): NEW → ACTIVE, freezing the RIM."""
+        """RMI_REALM_ACTIVATE (RMM 1.0 B3.3): NEW → ACTIVE, freezing the RIM."""
         command = self._commands["realm_activate"]
         realm = self._rd_realm(command, args[0])
         if realm.state is not RealmState.NEW:
@@ -478,7 +478,7 @@ class Rmm:
         return _SUCCESS
 
     def _rmi_realm_destroy(self, args: tuple[int, ...]) -> Regs:
-        """RMI_REALM_DESTROY (B3.3.7): a Realm that is not live returns its RD and starting RTTs."""
+        """RMI_REALM_DESTROY (RMM 1.0 B3.3): a Realm that is not live returns its RD and starting RTTs."""
         command = self._commands["realm_destroy"]
         realm = self._rd_realm(command, args[0])
         if realm.is_live():
@@ -493,13 +493,13 @@ class Rmm:
     # -- RECs ----------------------------------------------------------------
 
     def _rmi_rec_aux_count(self, args: tuple[int, ...]) -> Regs:
-        """RMI_REC_AUX_COUNT (B3.3.14): auxiliary granules every REC of the Realm needs."""
+        """RMI_REC_AUX_COUNT (RMM 1.0 B3.3): auxiliary granules every REC of the Realm needs."""
         command = self._commands["rec_aux_count"]
         self._rd_realm(command, args[0])
         return (RmiStatus.SUCCESS, self.config.aux_count, 0, 0, 0)
 
     def _rmi_rec_create(self, args: tuple[int, ...]) -> Regs:
-        """RMI_REC_CREATE (B3.3.12): validate RmiRecParams and the aux list, create the REC, measure it."""
+        """RMI_REC_CREATE (RMM 1.0 B3.3): check RmiRecParams and the aux list, create the REC, measure it."""
         rd, rec_addr, params_ptr = args[0], args[1], args[2]
         command = self._commands["rec_create"]
         fault = self._ns_fault(params_ptr, "params")
@@ -572,7 +572,7 @@ class Rmm:
         return self.recs[addr >> _SHIFT]
 
     def _rmi_rec_destroy(self, args: tuple[int, ...]) -> Regs:
-        """RMI_REC_DESTROY (B3.3.13): the REC and its aux granules go back to DELEGATED."""
+        """RMI_REC_DESTROY (RMM 1.0 B3.3): the REC and its aux granules go back to DELEGATED."""
         command = self._commands["rec_destroy"]
         rec = self._rec(command, args[0])
         if rec.state is RecState.RUNNING:
@@ -585,7 +585,7 @@ class Rmm:
         return _SUCCESS
 
     def _rmi_rec_enter(self, args: tuple[int, ...]) -> Regs:
-        """RMI_REC_ENTER (B3.3.15): validate the entry, complete the last exit, run, report the exit."""
+        """RMI_REC_ENTER (RMM 1.0 B3.3): validate the entry, complete the last exit, run, report the exit."""
         rec_addr, run_ptr = args[0], args[1]
         command = self._commands["rec_enter"]
         fault = self._ns_fault(run_ptr, "run")
@@ -626,7 +626,7 @@ class Rmm:
         return _SUCCESS
 
     def _gicv3_valid(self, hcr: int, lrs: tuple[int, ...]) -> bool:
-        """Gicv3ConfigIsValid (RMM 1.0 A6.3): Host-writable HCR bits only, well-formed implemented LRs."""
+        """Gicv3ConfigIsValid (RMM 1.0): Host-writable HCR bits only, well-formed implemented LRs."""
         if hcr & ~GICV3_HCR_HOST_BITS:
             return False
         priority_res0 = (1 << (8 - self.config.gicv3_priority_bits)) - 1
@@ -646,7 +646,7 @@ class Rmm:
         return True
 
     def _complete_exit(self, rec: Rec, flags: int, gprs: tuple[int, ...]) -> None:
-        """What the Host's answer to the last exit does to the REC before it runs again (RMM 1.0 A6.2)."""
+        """What the Host's answer to the last exit does to the REC before it runs again (RMM 1.0 A4.3)."""
         abort = rec.emulatable_abort
         if flags & RecEnterFlags.INJECT_SEA:
             rec.sea_pending = True
@@ -674,7 +674,7 @@ class Rmm:
         """Run the REC until it exits.
 
         Realm execution is not modelled yet; RMM 1.0 allows an implementation to
-        return at once with an IRQ exit (B3.3.15), which is what happens here —
+        return at once with an IRQ exit (RMM 1.0 B3.3, RMI_REC_ENTER), which is what happens here —
         unless a Host call's answer could not be delivered, which exits with the
         synthetic stage-2 abort TF-RMM reports for it (rmm-abi.md §7.2).
         """
@@ -715,7 +715,7 @@ class Rmm:
         return entry.addr + (ipa & (entry_size(found.level) - 1))
 
     def _rmi_psci_complete(self, args: tuple[int, ...]) -> Regs:
-        """RMI_PSCI_COMPLETE (B3.3.4): the Host's answer to a Realm's CPU_ON / AFFINITY_INFO."""
+        """RMI_PSCI_COMPLETE (RMM 1.0 B3.3): the Host's answer to a Realm's CPU_ON / AFFINITY_INFO."""
         calling_addr, target_addr = args[0], args[1]
         status = to_signed64(args[2])
         command = self._commands["psci_complete"]
@@ -779,7 +779,7 @@ class Rmm:
         return realm, level
 
     def _rmi_rtt_create(self, args: tuple[int, ...]) -> Regs:
-        """RMI_RTT_CREATE (B3.3.17): a new RTT at ``level`` under a non-TABLE entry at level-1 (unfold)."""
+        """RMI_RTT_CREATE (RMM 1.0 B3.3): a new RTT at ``level`` unfolds a non-TABLE entry at level-1."""
         command = self._commands["rtt_create"]
         rtt_addr, ipa = args[1], args[2]
         realm, level = self._table_checks(command, args[0], ipa, args[3])
@@ -800,7 +800,7 @@ class Rmm:
         return _SUCCESS
 
     def _rmi_rtt_destroy(self, args: tuple[int, ...]) -> Regs:
-        """RMI_RTT_DESTROY (B3.3.18): a non-live RTT goes; its parent entry becomes UNASSIGNED."""
+        """RMI_RTT_DESTROY (RMM 1.0 B3.3): a non-live RTT goes; its parent entry becomes UNASSIGNED."""
         command = self._commands["rtt_destroy"]
         ipa = args[1]
         realm, level = self._table_checks(command, args[0], ipa, args[2])
@@ -819,7 +819,7 @@ class Rmm:
         return (RmiStatus.SUCCESS, child.addr, found.rtt.skip_non_live(ipa), 0, 0)
 
     def _rmi_rtt_fold(self, args: tuple[int, ...]) -> Regs:
-        """RMI_RTT_FOLD (B3.3.19): a homogeneous RTT collapses into its parent entry."""
+        """RMI_RTT_FOLD (RMM 1.0 B3.3): a homogeneous RTT collapses into its parent entry."""
         command = self._commands["rtt_fold"]
         ipa = args[1]
         realm, level = self._table_checks(command, args[0], ipa, args[2])
@@ -842,7 +842,7 @@ class Rmm:
         return (RmiStatus.SUCCESS, child.addr, 0, 0, 0)
 
     def _rmi_rtt_read_entry(self, args: tuple[int, ...]) -> Regs:
-        """RMI_RTT_READ_ENTRY (B3.3.20): the entry RttWalk(rd, ipa, level) reaches, wherever it stops."""
+        """RMI_RTT_READ_ENTRY (RMM 1.0 B3.3): the entry RttWalk(rd, ipa, level) reaches, wherever it stops."""
         command = self._commands["rtt_read_entry"]
         ipa = args[1]
         realm = self._rd_realm(command, args[0])
@@ -892,7 +892,7 @@ class Rmm:
         return realm, level
 
     def _rmi_rtt_map_unprotected(self, args: tuple[int, ...]) -> Regs:
-        """RMI_RTT_MAP_UNPROTECTED (B3.3.21): an UNASSIGNED_NS entry maps the Host's NS address."""
+        """RMI_RTT_MAP_UNPROTECTED (RMM 1.0 B3.3): an UNASSIGNED_NS entry maps the Host's NS address."""
         command = self._commands["rtt_map_unprotected"]
         rd, ipa, desc = args[0], args[1], args[3]
         realm, level = self._unprotected_checks(command, rd, ipa, args[2], desc)
@@ -908,7 +908,7 @@ class Rmm:
         return _SUCCESS
 
     def _rmi_rtt_unmap_unprotected(self, args: tuple[int, ...]) -> Regs:
-        """RMI_RTT_UNMAP_UNPROTECTED (B3.3.23): an ASSIGNED_NS entry becomes UNASSIGNED_NS."""
+        """RMI_RTT_UNMAP_UNPROTECTED (RMM 1.0 B3.3): an ASSIGNED_NS entry becomes UNASSIGNED_NS."""
         command = self._commands["rtt_unmap_unprotected"]
         rd, ipa = args[0], args[1]
         realm, level = self._unprotected_checks(command, rd, ipa, args[2], None)
@@ -923,7 +923,7 @@ class Rmm:
     # -- DATA granules -------------------------------------------------------
 
     def _rmi_data_create(self, args: tuple[int, ...]) -> Regs:
-        """RMI_DATA_CREATE (B3.3.1): copy an NS page into a new DATA granule of a NEW Realm, measured."""
+        """RMI_DATA_CREATE (RMM 1.0 B3.3): an NS page copied into a new DATA granule of a NEW Realm."""
         rd, data, ipa, src, flags = args[0], args[1], args[2], args[3], args[4]
         command = self._commands["data_create"]
         if flags not in (0, 1):
@@ -969,7 +969,7 @@ class Rmm:
             raise self._refuse(command, "data_bound2")
 
     def _rmi_data_create_unknown(self, args: tuple[int, ...]) -> Regs:
-        """RMI_DATA_CREATE_UNKNOWN (B3.3.2): a wiped DATA granule at an UNASSIGNED entry, RIPAS unchanged."""
+        """RMI_DATA_CREATE_UNKNOWN (RMM 1.0 B3.3): a wiped DATA granule, RIPAS unchanged."""
         rd, data, ipa = args[0], args[1], args[2]
         command = self._commands["data_create_unknown"]
         fault = self._granule_fault(data, GranuleState.DELEGATED, "data")
@@ -989,7 +989,7 @@ class Rmm:
         return _SUCCESS
 
     def _rmi_data_destroy(self, args: tuple[int, ...]) -> Regs:
-        """RMI_DATA_DESTROY (B3.3.3): the DATA granule goes; RIPAS RAM becomes DESTROYED."""
+        """RMI_DATA_DESTROY (RMM 1.0 B3.3): the DATA granule goes; RIPAS RAM becomes DESTROYED."""
         rd, ipa = args[0], args[1]
         command = self._commands["data_destroy"]
         realm = self._rd_realm(command, rd)
@@ -1011,7 +1011,7 @@ class Rmm:
     # -- RIPAS ---------------------------------------------------------------
 
     def _rmi_rtt_init_ripas(self, args: tuple[int, ...]) -> Regs:
-        """RMI_RTT_INIT_RIPAS (B3.3.22): RIPAS RAM over [base, top) of a NEW Realm, measured per entry."""
+        """RMI_RTT_INIT_RIPAS (RMM 1.0 B3.3): RIPAS RAM over [base, top) of a NEW Realm, per entry."""
         rd, base, top = args[0], args[1], args[2]
         command = self._commands["rtt_init_ripas"]
         if top <= base:
@@ -1060,7 +1060,7 @@ class Rmm:
         return (RmiStatus.SUCCESS, ipa, 0, 0, 0)
 
     def _rmi_rtt_set_ripas(self, args: tuple[int, ...]) -> Regs:
-        """RMI_RTT_SET_RIPAS (B3.3.24): carry out (part of) the RIPAS change a REC asked for."""
+        """RMI_RTT_SET_RIPAS (RMM 1.0 B3.3): carry out (part of) the RIPAS change a REC asked for."""
         rd, rec_addr, base, top = args[0], args[1], args[2], args[3]
         command = self._commands["rtt_set_ripas"]
         # rmm-abi.md §12 #10: size and top alignment before the RD/REC checks (TF-RMM order, allowed).

@@ -1,8 +1,8 @@
 """Realm Translation Tables of the modelled RMM: entries, tables, walk, fold, unfold and liveness.
 
 RMM 1.0 A5.5 (RTT entries and their states), A5.5.6–A5.5.9 (liveness,
-folding, unfolding, destruction), B4.5.12 (RttWalk), B4.5.10
-(RttSkipNonLiveEntries). An RTT here is the RMM's abstract view of one table
+folding, unfolding, destruction) and the RttWalk and RttSkipNonLiveEntries
+helpers of part B. An RTT here is the RMM's abstract view of one table
 granule; entries are immutable values so that an unfolded table can share them.
 """
 
@@ -16,7 +16,7 @@ from cca_hil.arch.rmi import Ripas, RttEntryState
 
 PAGE_LEVEL = 3
 MIN_BLOCK_LEVEL = 1
-"""ASSIGNED and ASSIGNED_NS entries exist only at levels 1..3 (RMM 1.0 A5.5.3)."""
+"""ASSIGNED and ASSIGNED_NS entries exist only at levels 1..3 (RMM 1.0 A5.5)."""
 
 DESC_MEMATTR = 0b111 << 2
 """MemAttr[2:0] of an unprotected descriptor (FEAT_S2FWB: MemAttr[3] is RES0)."""
@@ -44,7 +44,7 @@ def entries_per_table(level: int) -> int:
 
 
 class Hipas(IntEnum):
-    """The RMM's RTT entry states (RMM 1.0 A5.5.2): the Host IPA state plus TABLE."""
+    """The RMM's RTT entry states (RMM 1.0 A5.5): the Host IPA state plus TABLE."""
 
     UNASSIGNED = 0
     ASSIGNED = 1
@@ -54,7 +54,7 @@ class Hipas(IntEnum):
 
     @property
     def reported(self) -> RttEntryState:
-        """How RMI_RTT_READ_ENTRY encodes this state (RmiRttEntryState, B4.4.15)."""
+        """How RMI_RTT_READ_ENTRY encodes this state (RmiRttEntryState)."""
         return _REPORTED[self]
 
 
@@ -93,7 +93,7 @@ class Rtte:
         return self.state is Hipas.ASSIGNED or self.state is Hipas.TABLE
 
     def desc(self) -> int:
-        """RMI_RTT_READ_ENTRY's X3 for this entry (B3.3.16): 0, the address, or address + attributes."""
+        """RMI_RTT_READ_ENTRY's X3 for this entry (RMM 1.0 B3.3): 0, the address, or address + attributes."""
         if self.state is Hipas.ASSIGNED or self.state is Hipas.TABLE:
             return self.addr
         if self.state is Hipas.ASSIGNED_NS:
@@ -158,7 +158,7 @@ class Rtt:
         return any(entry.keeps_rtt_live for entry in self.entries)
 
     def skip_non_live(self, ipa: int) -> int:
-        """RttSkipNonLiveEntries (B4.5.10): ``ipa`` if its entry is live, else the next live entry or end."""
+        """RttSkipNonLiveEntries: ``ipa`` if its entry is live, else the next live entry or end."""
         index = self.index_of(ipa)
         entries = self.entries
         if entries[index].is_live:
@@ -224,7 +224,7 @@ class Rtt:
 
 @dataclass(frozen=True, slots=True)
 class Walk:
-    """Result of RttWalk (B4.5.12): the level and table where the walk stopped, and the entry there."""
+    """Result of RttWalk (RMM 1.0): the level and table where the walk stopped, and the entry there."""
 
     level: int
     rtt: Rtt
