@@ -692,10 +692,20 @@ class FvpProcess:
         self.pid = self._proc.pid
         self.pgid = self._proc.pid
         assert self._proc.stdout is not None and self._proc.stderr is not None
-        self._pumps = (
-            _Pump(self._proc.stdout, self.stdout_log, self._feed_stdout),
-            _Pump(self._proc.stderr, self.stderr_log, self._feed_stderr),
-        )
+        pumps: list[_Pump] = []
+        try:
+            pumps.append(_Pump(self._proc.stdout, self.stdout_log, self._feed_stdout))
+            pumps.append(_Pump(self._proc.stderr, self.stderr_log, self._feed_stderr))
+        except BaseException:
+            # No log, no model: a model nobody captures must not be left running.
+            _killpg(self.pgid, signal.SIGKILL)
+            self._proc.wait(config.timeouts.kill)
+            for pump in pumps:
+                pump.join(config.timeouts.kill)
+            self._proc.stdout.close()
+            self._proc.stderr.close()
+            raise
+        self._pumps = (pumps[0], pumps[1])
 
     def _feed_stdout(self, data: bytes) -> None:
         with self._cond:

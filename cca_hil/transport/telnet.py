@@ -310,7 +310,8 @@ class TerminalClient:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                match = regex.search(self._buffer)
+                # Search a snapshot: the match must not point into a buffer that is then trimmed.
+                match = regex.search(bytes(self._buffer))
                 if match is not None:
                     del self._buffer[: match.end()]
                     return match
