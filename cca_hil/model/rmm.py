@@ -24,6 +24,7 @@ from cca_hil.arch.rmi import (
     GRANULE_SIZE,
     MASK64,
     SMCCC_NOT_SUPPORTED,
+    Condition,
     GranuleState,
     HashAlgorithm,
     RealmState,
@@ -171,12 +172,14 @@ class Rmm:
         self._handlers: dict[int, Handler] = {}
         self._commands: dict[str, RmiCommand] = {}
         self._fail_x0: dict[tuple[str, str], int] = {}
+        self._conditions: dict[tuple[str, str], Condition] = {}
         for command in self.interface.commands:
             handler = getattr(self, f"_rmi_{command.name}", None)
             if handler is not None:
                 self._handlers[command.fid] = handler
             self._commands[command.name] = command
             for cond in command.conditions:
+                self._conditions[command.name, cond.id] = cond
                 if isinstance(cond.index, int):
                     self._fail_x0[command.name, cond.id] = pack_return(cond.status, cond.index)
         self._delegate = self._commands["granule_delegate"]
@@ -204,7 +207,7 @@ class Rmm:
 
     def _fail(self, command: RmiCommand, cond_id: str, *outputs: int, index: int | None = None) -> Regs:
         """X0..X4 for failure condition ``cond_id`` of ``command``; ``index`` when the rule is dynamic."""
-        cond = command.condition(cond_id)
+        cond = self._conditions[command.name, cond_id]
         self.last_condition = cond.label
         if index is None:
             x0 = self._fail_x0[command.name, cond.id]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rmm_host import Host, RealmHandle
 
-from cca_hil.arch.rmi import RmiStatus
+from cca_hil.arch.rmi import RecState, RmiStatus
 from cca_hil.arch.structs import RecRun
 from cca_hil.model.realm import PsciRequest
 
@@ -178,3 +178,12 @@ def test_pending_psci_blocks_rec_enter_until_completed(host: Host) -> None:
     host.ok("psci_complete", calling_rec=caller, target_rec=target, status=SUCCESS)
     host.ok("rec_enter", rec=caller, run=run)
     host.ok("rec_enter", rec=target, run=run)
+
+
+def test_running_calling_rec_is_an_input_error(host: Host) -> None:
+    _, caller, target = two_recs(host)
+    cpu_on(host, caller)
+    # A REC is RUNNING only inside its own REC_ENTER, i.e. as seen from another CPU.
+    host.rmm.rec_at(caller).state = RecState.RUNNING
+    regs = host.call("psci_complete", calling_rec=caller, target_rec=target, status=SUCCESS)
+    host.fails(regs, INPUT, "tf_rmm_calling_running")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rmm_host import Host, RealmHandle
 
-from cca_hil.arch.rmi import Ripas, RmiStatus, RttEntryState
+from cca_hil.arch.rmi import RecState, Ripas, RmiStatus, RttEntryState
 from cca_hil.arch.structs import RecEnter, RecEnterFlags, RecRun
 
 INPUT = RmiStatus.ERROR_INPUT
@@ -186,3 +186,11 @@ def test_block_crossing_top_is_no_progress(any_host: Host) -> None:
     host.ok("realm_activate", rd=realm.rd)
     request(host, rec, 0x0, 0x1000, Ripas.RAM)
     host.fails(host.call("rtt_set_ripas", rd=realm.rd, rec=rec, base=0x0, top=0x1000), RTT, "no_progress", 2)
+
+
+def test_running_rec_is_rec_state(host: Host) -> None:
+    realm, rec = active_realm(host)
+    request(host, rec, 0x0, 0x1000, Ripas.EMPTY)
+    # A REC is RUNNING only inside its own REC_ENTER, i.e. as seen from another CPU.
+    host.rmm.rec_at(rec).state = RecState.RUNNING
+    host.fails(host.call("rtt_set_ripas", rd=realm.rd, rec=rec, base=0x0, top=0x1000), REC, "rec_state")
