@@ -131,6 +131,17 @@ def report_error(exc: BaseException, *, verbosity: int) -> int:
 class _CcaHil(TyperGroup):
     """The root command: runs a command and turns every way it can end into one line and an exit code."""
 
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; a reader that went away (``cca-hil info | head``) ends it quietly with 0."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # Caught here, inside typer, which would otherwise turn it into exit 1 ("a check failed").
+            from cca_hil.report import silence_stdout
+
+            silence_stdout()
+            return None
+
     def main(
         self,
         args: Sequence[str] | None = None,
@@ -154,10 +165,6 @@ class _CcaHil(TyperGroup):
         except KeyboardInterrupt:
             sys.stderr.write(f"{PROG}: interrupted\n")
             code = 130
-        except BrokenPipeError:
-            # The reader went away (``cca-hil … | head``): nothing left to say to it.
-            sys.stderr.close()
-            code = 0
         except typer.Abort:
             sys.stderr.write(f"{PROG}: aborted\n")
             code = 130
@@ -210,15 +217,20 @@ class Settings:
     def load_profile(self) -> Profile:
         """The selected profile with its overrides; a problem names ``--profile`` or ``--set``."""
         from cca_hil.errors import ProfileError
-        from cca_hil.profiles import load_profile
+        from cca_hil.profiles import load_profile, parse_assignment
 
+        # Check the assignments here first, so that a bad one is reported where it was written.
+        for origin, assignment in [*_env_assignments(), *(("--set", a) for a in self.overrides)]:
+            try:
+                parse_assignment(assignment)
+            except ProfileError as exc:
+                raise ProfileError(exc.what, where=origin, valid=exc.valid) from exc
         try:
             return load_profile(self.profile, self.overrides)
         except ProfileError as exc:
             if exc.where is not None:
                 raise
-            where = "--set" if "override" in exc.what else f"--profile {self.profile}"
-            raise ProfileError(exc.what, where=where, valid=exc.valid) from exc
+            raise ProfileError(exc.what, where=f"--profile {self.profile}", valid=exc.valid) from exc
 
 
 def _settings(ctx: typer.Context) -> Settings:
@@ -283,12 +295,9 @@ def _root(  # noqa: PLR0917  (typer reads options from the signature)
 
 
 def _console() -> Console:
-    from rich.console import Console
+    from cca_hil.report import stdout_console
 
-    # Logs get plain text at a readable width; a terminal gets colour and its own width.
-    if sys.stdout.isatty():
-        return Console(highlight=False)
-    return Console(highlight=False, width=int(os.environ.get("COLUMNS", "120")), no_color=True)
+    return stdout_console()
 
 
 def runs_root() -> Path:
@@ -632,6 +641,11 @@ def _run(
             with build_target(profile, run_dir=run_dir) as target:
                 runner = Runner(target, events=Events(observers))
                 return runner.run_all(sequences, command=command)
+        except BaseException as exc:
+            # The run broke off outside the runner's own accounting (the target would not open,
+            # Ctrl-C): the event log still says how it ended.
+            folder.record("run_aborted", error=f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             view.close()
 
@@ -761,27 +775,35 @@ def _print_rmi(console: Console, inputs: Mapping[str, int], result: RmiResult) -
     console.print(table)
 
 
-def _print_history(console: Console, session: Session, *, as_json: bool) -> None:
+def _print_history(console: Console, settings: Settings, name: str, *, as_json: bool) -> None:
     from cca_hil.arch.rmi import status_name
-    from cca_hil.session import SmcOp, WriteOp, describe_smc
+    from cca_hil.session import JOURNALED_KINDS, SmcOp, WriteOp, describe_smc, load_journal, session_path
 
-    journal = session.journal
-    if journal is None:
-        message = (
-            f"profile {session.target.name!r} keeps its state on the target: "
+    profile = settings.load_profile()
+    path = session_path(runs_root(), name)
+    if profile.kind not in JOURNALED_KINDS:
+        note = (
+            f"profile {profile.name!r} keeps its state on the target: "
             "bench calls are not journaled, there is no history"
         )
         if as_json:
-            _print_json({"session": session.name, "journaled": False, "operations": [], "note": message})
+            _print_json({"session": name, "journaled": False, "operations": [], "note": note})
         else:
-            console.print(message, markup=False, highlight=False)
+            console.print(note, markup=False, highlight=False)
+        return
+    journal = load_journal(path)
+    if journal is None:
+        if as_json:
+            _print_json({"session": name, "journaled": True, "operations": []})
+        else:
+            console.print(f"session {name!r} has no calls yet ({path})", markup=False, highlight=False)
         return
     if as_json:
-        _print_json({"session": session.name, "journaled": True, **journal.to_json()})
+        _print_json({"session": name, "journaled": True, "file": str(path), **journal.to_json()})
         return
     console.print(
         f"session {journal.name!r}: profile {journal.profile} (seed {journal.seed}), "
-        f"{len(journal.operations)} operations, file {session.path}",
+        f"{len(journal.operations)} operations, file {path}",
         markup=False,
         highlight=False,
     )
@@ -829,6 +851,10 @@ def rmi(  # noqa: PLR0917  (typer reads options from the signature)
     from cca_hil.session import Session, parse_rmi_call, perform
 
     settings = _settings(ctx)
+    if history and command is None and not reset_session:
+        # Reading the journal needs no model: history works even when a replay would diverge.
+        _print_history(_console(), settings, session_name, as_json=as_json)
+        return
     if command is None and not history and not reset_session:
         from cca_hil.arch.rmi_1_0 import RMI_1_0
 
@@ -861,8 +887,8 @@ def rmi(  # noqa: PLR0917  (typer reads options from the signature)
                 )
             else:
                 console.print(f"profile {profile.name!r} keeps its state on the target: nothing to reset")
-        if history:
-            _print_history(console, session, as_json=as_json)
+    if history:
+        _print_history(console, settings, session_name, as_json=as_json)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

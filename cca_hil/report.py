@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from enum import IntEnum
 from pathlib import Path
@@ -72,6 +73,40 @@ def write_atomically(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def silence_stdout() -> None:
+    """Point standard output at the null device once its reader went away (``cca-hil … | head``).
+
+    Later writes, and the interpreter's final flush, then succeed quietly
+    instead of raising BrokenPipeError all over again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
+def stdout_console() -> Console:
+    """The console the views print to: colour on a terminal, plain text of a readable width in a log."""
+    from rich.console import Console
+
+    class _StdoutConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # Rich would exit 1 ("an expectation failed"); instead the view falls silent and the
+            # run, its files and its exit code carry on.
+            self.quiet = True
+            silence_stdout()
+
+    if sys.stdout.isatty():
+        return _StdoutConsole(highlight=False)
+    return _StdoutConsole(highlight=False, width=int(os.environ.get("COLUMNS") or 120), no_color=True)
+
+
+def result_document(run: RunResult) -> str:
+    """The result document as JSON text: one line, so that json's C encoder writes even 10^5 steps at once."""
+    return json.dumps(run.to_json(), separators=(",", ":")) + "\n"
 
 
 def step_location(sequence: SequenceResult, step: StepResult) -> str:
@@ -279,7 +314,7 @@ class RunFolder:
 
     def run_finished(self, run: RunResult) -> None:
         self.record("run_finished", outcome=str(run.outcome), exit_code=run.exit_code(), error=run.error)
-        write_atomically(self.path / self.RESULT, json.dumps(run.to_json(), indent=2) + "\n")
+        write_atomically(self.path / self.RESULT, result_document(run))
         self.close()
 
 
@@ -307,7 +342,7 @@ class JsonReport(_FinalOnly):
 
     def run_finished(self, run: RunResult) -> None:
         """Write the document atomically."""
-        write_atomically(self.path, json.dumps(run.to_json(), indent=2) + "\n")
+        write_atomically(self.path, result_document(run))
 
 
 class JunitReport(_FinalOnly):

@@ -396,8 +396,8 @@ class Session:
     ) -> Iterator[Session]:
         """Open (or start) session ``name``: build the target, replay the journal, save it on exit.
 
-        The journal is saved even when the command inside fails, so that the
-        operations that did reach the model are not forgotten.
+        The journal is saved even when the command inside fails after reaching
+        the model, so that the operations that did are not forgotten.
         """
         from cca_hil.profiles import build_target
 
@@ -432,8 +432,13 @@ class Session:
                 session = cls(name=name, path=path, target=journaled, journal=journal)
                 try:
                     yield session
-                finally:
-                    session.save()
+                except BaseException:
+                    # Keep what reached the model; a command refused before it called anything
+                    # (bad arguments) leaves the session as it was, even with --reset-session.
+                    if session.new_operations():
+                        session.save()
+                    raise
+                session.save()
 
     def save(self) -> None:
         """Write the journal (atomically); nothing to do for targets that keep their own state."""

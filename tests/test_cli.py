@@ -271,3 +271,75 @@ def test_a_target_error_is_exit_3(workdir: Path) -> None:
     assert proc.returncode == 3
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("cca-hil: error: ")
     assert "granule pool" in proc.stderr
+
+
+def test_bundled_sequences_run_by_name(workdir: Path) -> None:
+    result = runner.invoke(app, ["--run-dir", "out", "run", "realm-lifecycle"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    document = json.loads((workdir / "out" / "result.json").read_text())
+    (sequence,) = document["sequences"]
+    assert sequence["name"] == "realm-lifecycle"
+    assert sequence["source"].endswith("realm-lifecycle.yaml")
+
+
+def test_a_sequence_the_target_cannot_host_is_exit_3_and_logged(workdir: Path) -> None:
+    (workdir / "nopool.yaml").write_text("name: nopool\nkind: model\nmodel:\n  granule_pool: []\n")
+    result = runner.invoke(app, ["--profile", "./nopool.yaml", "--run-dir", "out", "run", "pass.yaml"])
+    assert result.exit_code == 3
+    events = [json.loads(line) for line in (workdir / "out" / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "run_finished"
+    assert events[-1]["exit_code"] == 3
+
+
+def test_overrides_from_the_environment_are_blamed_on_the_environment(workdir: Path) -> None:
+    result = runner.invoke(app, ["info"], env={"CCA_HIL_SET": "garbage"})
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "cca-hil: error: bad override 'garbage': expected KEY=VALUE such as model.seed=7 (CCA_HIL_SET)"
+    )
+
+
+def first_line_then_hang_up(*args: str) -> tuple[str, int, str]:
+    """Run cca-hil into a pipe, read one line and close the pipe (``| head -1``); line, exit code, stderr."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCA_HIL_")}
+    with subprocess.Popen(
+        [sys.executable, "-m", "cca_hil", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        code = proc.wait(timeout=120)
+    return line, code, stderr
+
+
+def test_a_reader_that_goes_away_does_not_change_the_run_or_its_exit_code(workdir: Path) -> None:
+    # Hundreds of KiB of step lines, more than a pipe holds: the writer is still writing when we hang up.
+    many = ["realm-lifecycle"] * 60
+    for extra, expected in (([], 0), (["fail.yaml"], 1)):
+        line, code, stderr = first_line_then_hang_up("-v", "--run-dir", "out", "run", *many, *extra)
+        assert line.startswith("run on model")
+        assert code == expected, stderr
+        assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+        document = json.loads((workdir / "out" / "result.json").read_text())
+        assert document["counts"]["passed"] == 45 * 60 + len(extra)
+
+
+def test_a_plain_json_printer_whose_reader_goes_away_exits_0(workdir: Path) -> None:
+    from cca_hil.profiles import load_profile
+    from cca_hil.session import Session
+
+    with Session.open(
+        name="default", root=workdir / "cca-hil-runs", profile=load_profile("model"), profile_arg="model"
+    ) as session:
+        # A history of about a MiB, more than a pipe holds: the writer is still writing when we hang up.
+        for i in range(5000):
+            session.target.smc(0xC400_0151, 0x9000_0000 + i * 0x1000)
+    line, code, stderr = first_line_then_hang_up("rmi", "--history", "--json")
+    assert line == "{\n"
+    assert code == 0, stderr
+    assert "Traceback" not in stderr

@@ -330,3 +330,31 @@ def test_structures_go_to_reachable_scratch_granules_at_the_top_of_the_pool(tmp_
 
 def test_session_error_is_input_error() -> None:
     assert issubclass(SessionError, InputError)
+
+
+def test_history_reads_the_journal_even_when_replay_would_diverge(tmp_path: Path) -> None:
+    rmi_json("granule-delegate", "0x90000000", cwd=tmp_path)
+    path = tmp_path / "cca-hil-runs" / "sessions" / "default.json"
+    document = json.loads(path.read_text())
+    document["operations"][0]["result"][0] = "0x1"
+    path.write_text(json.dumps(document))
+    proc = rmi("--history", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "granule_delegate(0x90000000)" in proc.stdout
+
+
+def test_bad_arguments_leave_the_session_untouched_even_with_reset(tmp_path: Path) -> None:
+    rmi_json("granule-delegate", "0x90000000", cwd=tmp_path)
+    proc = rmi("--reset-session", "granule-delegate", "lots", cwd=tmp_path)
+    assert proc.returncode == 2
+    again = rmi_json("granule-delegate", "0x90000000", cwd=tmp_path)
+    assert again["condition"] == "gran_state"
+
+
+def test_operations_that_reached_the_model_are_kept_when_the_command_fails(tmp_path: Path) -> None:
+    with pytest.raises(GranuleProtectionFault), open_session(tmp_path) as session:
+        session.target.smc(DELEGATE, POOL)
+        session.target.write(POOL, b"boom")
+    with open_session(tmp_path) as session:
+        assert session.replayed == 1
+        assert session.target.smc(DELEGATE, POOL)[0] == 1
