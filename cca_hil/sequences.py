@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -121,6 +120,9 @@ class _Session:
     recs_of_rd: dict[int, int] = field(default_factory=dict)
     aux_count: dict[int, int] = field(default_factory=dict)
     rec_aux: dict[int, list[int]] = field(default_factory=dict)
+    realm_rtts: dict[int, list[int]] = field(default_factory=dict)
+    spare: list[int] = field(default_factory=list)
+    """Delegated granules the runner provided and nothing uses now: reused, and undelegated at the end."""
     run_of_rec: dict[int, int] = field(default_factory=dict)
     queued: dict[int, list[RealmAction]] = field(default_factory=dict)
     in_flight: dict[int, list[RealmAction]] = field(default_factory=dict)
@@ -138,7 +140,10 @@ class _Call:
     condition: str | None = None
     problems: list[str] = field(default_factory=list)
     extra: list[StepResult] = field(default_factory=list)
-    after: list[tuple[str, Any]] = field(default_factory=list)
+    auto_aux: list[int] | None = None
+    """Auxiliary granules the runner provided for a rec_create (reusable if the call fails)."""
+    auto_rtts: list[int] | None = None
+    """Starting-level RTTs the runner provided for a realm_create."""
 
 
 def _fmt(value: object) -> str:
@@ -169,8 +174,6 @@ class Runner:
         self._allocator: GranuleAllocator | None = None
         self._next_vmid = 1
         self._aux_count: int | None = None
-        self._spare: list[int] = []
-        """Runner-owned delegated granules free for use as REC auxiliary granules."""
         self._transport_broken = False
 
     # -- target facts, fetched once -----------------------------------------
@@ -233,11 +236,23 @@ class Runner:
                 self._transport_broken = isinstance(exc, TransportError)
             else:
                 self._steps(sequence, session, result)
+                if not self._transport_broken:
+                    self._tidy(session)
         result.ended = now()
         self.events.sequence_finished(result)
         return result
 
     # -- running ------------------------------------------------------------------
+
+    def _tidy(self, session: _Session) -> None:
+        """Give the granules the runner delegated, and no realm uses any more, back to the NS world."""
+        try:
+            for pa in session.spare:
+                self.client.granule_undelegate(pa)
+        except TargetError:
+            # Housekeeping after the verdicts: a failure here changes none of them.
+            pass
+        session.spare.clear()
 
     def _session(self, sequence: Sequence) -> _Session:
         env = {f"platform.{k}": v for k, v in self.info.platform.items()}
@@ -462,20 +477,27 @@ class Runner:
     def _bookkeep(
         self, step: RmiStep, result: RmiResult, sent: Mapping[str, Any], session: _Session, call: _Call
     ) -> None:
-        """What a host remembers after a call: REC counts per realm, auxiliary granules it can reuse."""
+        """What a host remembers after a call: REC counts per realm, which of its granules are in use."""
         name = step.rmi.name
-        for key, value in call.after:
-            if key == "aux":
+        for provided, owners, key in (
+            (call.auto_aux, session.rec_aux, "rec"),
+            (call.auto_rtts, session.realm_rtts, "rd"),
+        ):
+            if provided is not None:
                 if result.ok:
-                    session.rec_aux[sent["rec"]] = value
+                    owners[sent[key]] = provided
                 else:
-                    self._spare.extend(value)
+                    session.spare.extend(provided)
         if not result.ok:
             return
-        if name == "rec_create":
+        if name == "realm_create":
+            session.recs_of_rd[sent["rd"]] = 0
+        elif name == "rec_create":
             session.recs_of_rd[sent["rd"]] = session.recs_of_rd.get(sent["rd"], 0) + 1
         elif name == "rec_destroy":
-            self._spare.extend(session.rec_aux.pop(sent["rec"], ()))
+            session.spare.extend(session.rec_aux.pop(sent["rec"], ()))
+        elif name == "realm_destroy":
+            session.spare.extend(session.realm_rtts.pop(sent["rd"], ()))
 
     # -- structures ----------------------------------------------------------------
 
@@ -491,11 +513,11 @@ class Runner:
             self.target.write(pa, data)
             session.written[pa] = data
 
-    def _provision(self, count: int) -> list[int]:
+    def _provision(self, count: int, session: _Session) -> list[int]:
         """``count`` delegated granules the runner owns (reused ones first)."""
         out: list[int] = []
-        while len(out) < count and self._spare:
-            out.append(self._spare.pop())
+        while len(out) < count and session.spare:
+            out.append(session.spare.pop())
         while len(out) < count:
             pa = self.allocator.granule()
             self._delegate(pa)
@@ -531,7 +553,7 @@ class Runner:
             else:
                 fields[key] = self._value(raw, session)
         if spec.kind == "realm_params":
-            return self._realm_params(fields, session, sent)
+            return self._realm_params(fields, session, sent, call)
         if spec.kind == "rec_params":
             return self._rec_params(fields, session, sent, call)
         if spec.kind == "src":
@@ -543,15 +565,19 @@ class Runner:
             return pa
         raise AssertionError(f"structure {spec.kind} is written by rec_enter")  # pragma: no cover
 
-    def _realm_params(self, fields: dict[str, Any], session: _Session, sent: dict[str, Any]) -> int:
+    def _realm_params(
+        self, fields: dict[str, Any], session: _Session, sent: dict[str, Any], call: _Call
+    ) -> int:
         if "vmid" not in fields:
             fields["vmid"] = self._next_vmid
             self._next_vmid += 1
         if "rtt_base" not in fields:
             count = max(1, min(int(fields.get("rtt_num_start", 1)), 16))
             base = self.allocator.slot()
-            for i in range(count):
-                self._delegate(base + i * GRANULE_SIZE)
+            rtts = [base + i * GRANULE_SIZE for i in range(count)]
+            for pa in rtts:
+                self._delegate(pa)
+            call.auto_rtts = rtts
             fields["rtt_base"] = base
         if "rpv" in fields and isinstance(fields["rpv"], int):
             value = fields["rpv"]
@@ -577,9 +603,9 @@ class Runner:
         if "num_aux" not in fields:
             fields["num_aux"] = self._rec_aux_count(rd, session)
         if "aux" not in fields:
-            aux = self._provision(min(int(fields["num_aux"]), MAX_REC_AUX))
+            aux = self._provision(min(int(fields["num_aux"]), MAX_REC_AUX), session)
             fields["aux"] = tuple(aux)
-            call.after.append(("aux", aux))
+            call.auto_aux = aux
         params = RecParams(**fields)
         pa = self._scratch("rec_params", session)
         self._write(pa, params.pack(), session)
@@ -783,13 +809,3 @@ class Runner:
             call.problems.append(
                 f"the realm exited by {_EXIT_NAMES.get(reason, reason)}, not by its closing host call"
             )
-
-
-def run_file(target: Target, path: str, *, events: Events | None = None) -> SequenceResult:
-    """Load and run one sequence file (a convenience for scripts and the bench)."""
-    return Runner(target, events=events).run(load_sequence(path))
-
-
-def steps_of(sequences: Seq[Sequence]) -> int:
-    """Total number of steps over several sequences (for progress displays)."""
-    return sum(len(s.steps) for s in sequences)

@@ -233,7 +233,7 @@ def test_saved_outputs_feed_later_steps() -> None:
             """,
         )
     )
-    assert result.outcome is Outcome.PASSED, [s.message for s in result.steps]
+    assert result.outcome is Outcome.PASSED, [f"{s.name}: {s.message}" for s in result.steps if s.message]
     assert result.steps[-1].args["addr"] == result.steps[4].args["rtt"]
 
 
@@ -278,7 +278,7 @@ def test_platform_names_resolve_to_the_targets_values() -> None:
         """,
         target,
     )
-    assert result.outcome is Outcome.PASSED, [s.message for s in result.steps]
+    assert result.outcome is Outcome.PASSED, [f"{s.name}: {s.message}" for s in result.steps if s.message]
     assert result.steps[1].args["addr"] == target.info().platform["non_memory"]
 
 
@@ -343,7 +343,7 @@ def test_smc_step_checks_registers_and_unknown_fids() -> None:
             expect: {outputs: {x0: 0}}
         """
     )
-    assert result.outcome is Outcome.PASSED, [s.message for s in result.steps]
+    assert result.outcome is Outcome.PASSED, [f"{s.name}: {s.message}" for s in result.steps if s.message]
     assert result.steps[2].args == {"x1": 0x10000}
 
 
@@ -372,7 +372,7 @@ def test_realm_and_rec_params_take_host_defaults() -> None:
         """,
         target,
     )
-    assert result.outcome is Outcome.PASSED, [s.message for s in result.steps]
+    assert result.outcome is Outcome.PASSED, [f"{s.name}: {s.message}" for s in result.steps if s.message]
     params = result.steps[1].args["params"]
     assert params["vmid"] == "1"
     rtt_base = int(params["rtt_base"], 16)
@@ -404,7 +404,7 @@ def test_aux_granules_of_a_failed_rec_create_are_reused() -> None:
             args: {rd: rd, rec: rec0}
         """
     )
-    assert result.outcome is Outcome.PASSED, [s.message for s in result.steps]
+    assert result.outcome is Outcome.PASSED, [f"{s.name}: {s.message}" for s in result.steps if s.message]
     assert sorted(result.steps[2].args["params"]["aux"]) == sorted(result.steps[4].args["params"]["aux"])
 
 
@@ -422,7 +422,7 @@ def test_a_structure_given_as_a_value_is_passed_as_an_address() -> None:
             condition: params_align
         """
     )
-    assert result.outcome is Outcome.PASSED, [s.message for s in result.steps]
+    assert result.outcome is Outcome.PASSED, [f"{s.name}: {s.message}" for s in result.steps if s.message]
     step = result.steps[1]
     assert step.args["params_ptr"] % 0x10000 == 1
 
@@ -453,7 +453,7 @@ def test_data_create_source_contents_are_written_by_the_runner() -> None:
         ),
         target,
     )
-    assert result.outcome is Outcome.PASSED, [s.message for s in result.steps]
+    assert result.outcome is Outcome.PASSED, [f"{s.name}: {s.message}" for s in result.steps if s.message]
     src = result.steps[-1].args["src"]
     assert target.read(src, 5) == bytes.fromhex("c0ffee5a5a")
 
@@ -763,3 +763,59 @@ def test_rsi_shorthand_enters_calls_and_leaves_by_host_call() -> None:
     assert steps["rsi_version"].outputs == {"lower": 0x10000, "higher": 0x10000}
     assert steps["next_entry"].outcome is Outcome.PASSED
     assert steps["rsi_version_wrong"].message == "status success, expected error_state"
+
+
+def test_granules_the_runner_delegated_go_back_once_nothing_uses_them() -> None:
+    target = model()
+    result = run(
+        """
+        sequence: s
+        granules: [rd, rec0, rec1]
+        steps:
+          - rmi: granule_delegate
+            args: {addr: rd}
+          - rmi: realm_create
+            args: {rd: rd}
+          - rmi: granule_delegate
+            args: {addr: rec0}
+          - rmi: rec_create
+            args: {rd: rd, rec: rec0}
+          - rmi: rec_destroy
+            args: {rec: rec0}
+          - rmi: realm_destroy
+            args: {rd: rd}
+          - rmi: granule_delegate
+            args: {addr: rd}
+            expect: error_input
+          - rmi: granule_delegate
+            args: {addr: rec1}
+          - rmi: realm_create
+            args: {rd: rd}
+          - rmi: rec_create
+            args: {rd: rd, rec: rec1}
+        """,
+        target,
+    )
+    assert result.outcome is Outcome.PASSED, [f"{s.name}: {s.message}" for s in result.steps if s.message]
+    first_rtt = int(result.steps[1].args["params"]["rtt_base"], 16)
+    first_aux = [int(a, 16) for a in result.steps[3].args["params"]["aux"]]
+    live_rtt = int(result.steps[8].args["params"]["rtt_base"], 16)
+    live_aux = [int(a, 16) for a in result.steps[9].args["params"]["aux"]]
+    freed = {first_rtt, *first_aux}
+    assert set(live_aux) <= freed  # reused rather than delegating more
+    assert all(target.gpt_pas(pa) is Pas.REALM for pa in [live_rtt, *live_aux])
+    assert all(target.gpt_pas(pa) is Pas.NONSECURE for pa in freed - set(live_aux))
+
+
+def test_realm_lifecycle_leaves_every_granule_it_used_nonsecure() -> None:
+    target = model()
+    path = Path(str(resources.files("cca_hil") / "data" / "sequences" / "realm-lifecycle.yaml"))
+    result = Runner(target).run(load_sequence(path))
+    steps = by_name(result)
+    delegated = [
+        s.args["addr"] for s in result.steps if s.command == "granule_delegate" and s.status == "success"
+    ]
+    aux = [int(pa, 16) for pa in steps["rec_create"].args["params"]["aux"]]
+    assert len(delegated) == 9
+    assert len(aux) == 16
+    assert [str(target.gpt_pas(pa)) for pa in delegated + aux] == ["nonsecure"] * 25
