@@ -35,6 +35,15 @@ FVP_BASE_RME_REGIONS: tuple[MemoryRegion, ...] = (
 
 QuirkMode = Literal["spec", "tf-rmm"]
 QUIRK_MODES: tuple[QuirkMode, ...] = ("spec", "tf-rmm")
+_RMM_RANGES = (
+    ("aux_count", 0, 16),
+    ("max_recs_order", 1, 15),
+    ("gicv3_num_lrs", 0, 15),
+    ("gicv3_priority_bits", 5, 8),
+    ("gicv3_id_bits", 16, 24),
+    ("s2sz", 32, 52),
+)
+"""Fields of RmmConfig with the range RMM 1.0 (and the GICv3 architecture) allows."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,17 @@ class RmmConfig:
     aux_count: int = 16
     vmid_bits: int = 16
     pa_bits_for_start_level_0: int = 44
+
+    def check(self) -> None:
+        """Reject values RMM 1.0 cannot report (ProfileError naming the field and its valid range)."""
+        if self.quirks not in QUIRK_MODES:
+            raise ProfileError(f"unknown rmm.quirks {self.quirks!r}", valid=QUIRK_MODES)
+        if self.vmid_bits not in (8, 16):
+            raise ProfileError(f"rmm.vmid_bits {self.vmid_bits} is not a VMID width", valid=("8", "16"))
+        for name, low, high in _RMM_RANGES:
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ProfileError(f"rmm.{name} {value} outside {low}..{high}")
 
     def feature_register_0(self) -> int:
         """RmiFeatureRegister0 in the 1.0-rel0 layout."""
@@ -141,10 +161,8 @@ class PlatformConfig:
         """Build from a profile's validated ``model`` section (unknown keys were rejected earlier)."""
         base = cls()
         rmm_params = dict(params.get("rmm", {}))
-        quirks = rmm_params.get("quirks", "spec")
-        if quirks not in QUIRK_MODES:
-            raise ProfileError(f"unknown rmm.quirks {quirks!r}", valid=QUIRK_MODES)
         rmm = replace(base.rmm, **rmm_params) if rmm_params else base.rmm
+        rmm.check()
         top = {k: v for k, v in params.items() if k not in ("rmm", "regions", "granule_pool")}
         config = replace(base, rmm=rmm, **top)
         if "regions" in params:

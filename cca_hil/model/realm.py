@@ -199,13 +199,3 @@ class Realm:
     def walk(self, ipa: int, level: int) -> Walk:
         """RttWalk(rd, ipa, level) over this Realm's tables (RMM 1.0)."""
         return walk(self.starts, self.rtt_level_start, ipa, level)
-
-    def tables(self) -> list[Rtt]:
-        """Every RTT of the Realm, starting tables first, then depth-first."""
-        out: list[Rtt] = []
-        stack = list(reversed(self.starts))
-        while stack:
-            rtt = stack.pop()
-            out.append(rtt)
-            stack.extend(e.table for e in reversed(rtt.entries) if e.table is not None)
-        return out
