@@ -220,7 +220,7 @@ def resolve(value: Value, env: Mapping[str, int]) -> int:
 def _to_int(text: str) -> int | None:
     try:
         if re.match(r"[+-]?0[0-9]", text):
-            return int(text, 10)  # "010" is ten, as YAML and people read it, not an octal error
+            return int(text, 10)  # a leading zero is still decimal here; int(text, 0) refuses it
         return int(text, 0)
     except ValueError:
         return None

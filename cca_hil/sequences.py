@@ -360,10 +360,7 @@ class Runner:
         result = self.target.access(addr, step.access, step.size, value)
         outputs: dict[str, Any] = {}
         if result.fault is not None:
-            fault = result.fault
-            status = "gpf" if fault.gpf else "fault"
-            call.registers = (fault.esr, fault.far)
-            call.outputs = {"esr": fault.esr, "far": fault.far}
+            status = "gpf" if result.fault.gpf else "fault"
         else:
             status = "ok"
             if step.access == "read" and result.value is not None:
@@ -397,14 +394,19 @@ class Runner:
             return
         regs: list[int] = []
         sent = call.args
-        for name, arg in step.args:
-            if isinstance(arg, StructSpec):
-                value = self._structure(arg, session, sent, call)
-            else:
-                value = self._value(arg, session)
-            sent[name] = value
-            regs.append(value)
-        registers = tuple(self.target.smc(command.fid, *regs))
+        try:
+            for name, arg in step.args:
+                if isinstance(arg, StructSpec):
+                    value = self._structure(arg, session, sent, call)
+                else:
+                    value = self._value(arg, session)
+                sent[name] = value
+                regs.append(value)
+            registers = tuple(self.target.smc(command.fid, *regs))
+        except (TargetError, _Unresolved):
+            # Granules provided for a call that never completed belong to nobody.
+            session.spare.extend((call.auto_aux or []) + (call.auto_rtts or []))
+            raise
         result = self.client.decode(command, registers, self.target.rmi_condition)
         self._record(step, result, call, session)
         self._bookkeep(step, result, sent, session, call)
