@@ -68,34 +68,43 @@ def _valid_suffix(valid: Iterable[str] | None) -> str:
     return f"; valid: {', '.join(shown)}{more}"
 
 
+class UsageError(InputError):
+    """A command line typer could not parse (unknown command or option, missing argument)."""
+
+    def __init__(self, what: str, *, where: str, valid: Iterable[str] | None = None) -> None:
+        super().__init__(what, where=where, valid=valid)
+        self.hint = f"see '{where} --help'"
+
+    @classmethod
+    def from_typer(cls, exc: click_exceptions.UsageError) -> UsageError:
+        """Translate typer's (click's) usage error at the boundary: what, where, and the valid choices."""
+        ctx = exc.ctx
+        where = ctx.command_path if ctx is not None else PROG
+        # NoSuchOption's own text lists "possible options"; the valid list says it once, in our words.
+        raw = exc.message if isinstance(exc, click_exceptions.NoSuchOption) else exc.format_message()
+        what = raw.strip().rstrip(".")
+        if what:
+            what = what[0].lower() + what[1:]
+        valid: list[str] | None = None
+        if ctx is not None:
+            if isinstance(exc, click_exceptions.NoSuchOption):
+                valid = sorted({o for p in ctx.command.params for o in p.opts if o.startswith("-")})
+            elif isinstance(ctx.command, TyperGroup) and "command" in what:
+                valid = ctx.command.list_commands(ctx)
+        return cls(what, where=where, valid=valid)
+
+
 def error_line(exc: BaseException) -> str:
     """The one line an error is reported with: ``cca-hil: error: <what> (<where>); valid: …``."""
     if isinstance(exc, InputError):
         text = exc.what + (f" ({exc.where})" if exc.where else "") + _valid_suffix(exc.valid)
-    elif isinstance(exc, click_exceptions.UsageError):
-        text = _usage_error_text(exc)
+        if isinstance(exc, UsageError):
+            text += f"; {exc.hint}"
     elif isinstance(exc, CcaHilError):
         text = str(exc)
     else:
         text = f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)"
     return f"{PROG}: error: {_one_line(text)}"
-
-
-def _usage_error_text(exc: click_exceptions.UsageError) -> str:
-    ctx = exc.ctx
-    where = ctx.command_path if ctx is not None else PROG
-    # NoSuchOption's own text lists "possible options"; the valid list below says it once, in our words.
-    raw = exc.message if isinstance(exc, click_exceptions.NoSuchOption) else exc.format_message()
-    message = raw.strip().rstrip(".")
-    if message:
-        message = message[0].lower() + message[1:]
-    valid: list[str] | None = None
-    if ctx is not None:
-        if isinstance(exc, click_exceptions.NoSuchOption):
-            valid = sorted({o for p in ctx.command.params for o in p.opts if o.startswith("-")})
-        elif isinstance(ctx.command, TyperGroup) and "command" in message:
-            valid = ctx.command.list_commands(ctx)
-    return f"{message} ({where}){_valid_suffix(valid)}; see '{where} --help'"
 
 
 def _verbosity_in(argv: Sequence[str]) -> int:
@@ -112,19 +121,17 @@ def _verbosity_in(argv: Sequence[str]) -> int:
 def report_error(exc: BaseException, *, verbosity: int) -> int:
     """Print the error's one line (after its traceback when asked for) and return the exit code."""
     if isinstance(exc, click_exceptions.NoArgsIsHelpError):
-        # A bare group (``cca-hil``, ``cca-hil profiles``) answers with its help, and still exits 2.
+        # A bare group (``cca-hil``, ``cca-hil profiles``) answers with its help; still a usage error.
         text = exc.format_message()
         if text.strip():
             sys.stdout.write(text + "\n")
-        return exc.exit_code
-    expected = isinstance(exc, (CcaHilError, click_exceptions.UsageError))
-    if verbosity >= 2 or (verbosity >= 1 and not expected):
+        return exit_code_for(UsageError("missing command", where=PROG))
+    if isinstance(exc, click_exceptions.UsageError):
+        exc = UsageError.from_typer(exc)
+    if verbosity >= 2 or (verbosity >= 1 and not isinstance(exc, CcaHilError)):
         traceback.print_exception(exc, file=sys.stderr)
     sys.stderr.write(error_line(exc) + "\n")
     sys.stderr.flush()
-    if isinstance(exc, click_exceptions.UsageError):
-        # Usage errors are bad input: the one mapping says so for InputError, so ask it.
-        return exit_code_for(InputError(exc.message))
     return exit_code_for(exc)
 
 
