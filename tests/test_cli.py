@@ -343,3 +343,22 @@ def test_a_plain_json_printer_whose_reader_goes_away_exits_0(workdir: Path) -> N
     assert line == "{\n"
     assert code == 0, stderr
     assert "Traceback" not in stderr
+
+
+def test_no_compare_is_accepted_for_later_differential_runs(workdir: Path) -> None:
+    result = runner.invoke(app, ["--run-dir", "out", "run", "pass.yaml", "--no-compare"])
+    assert result.exit_code == 0, result.stderr
+
+
+def test_profile_comes_from_cca_hil_profile_and_may_be_a_path(workdir: Path) -> None:
+    (workdir / "tfrmm-like.yaml").write_text(
+        "name: tfrmm-like\nkind: model\ndescription: quirky\nmodel:\n  rmm:\n    quirks: tf-rmm\n"
+    )
+    result = runner.invoke(app, ["info", "--json"], env={"CCA_HIL_PROFILE": "./tfrmm-like.yaml"})
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["target"] == "tfrmm-like"
+    assert data["facts"]["RMM quirks"] == "tf-rmm"
+    shown = runner.invoke(app, ["profiles", "show", "./tfrmm-like.yaml"])
+    assert shown.exit_code == 0, shown.stderr
+    assert "rmm.quirks" in shown.stdout and "tfrmm-like.yaml:6" in shown.stdout
