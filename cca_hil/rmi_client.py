@@ -41,7 +41,7 @@ from cca_hil.arch.structs import (
     rec_mpidr_for_index,
 )
 from cca_hil.errors import InputError, TargetError
-from cca_hil.targets.base import Target
+from cca_hil.targets.base import Capability, Target
 
 SLOT_SIZE = 0x10000
 """Each named granule starts its own 64 KiB slot (DESIGN.md "Sequence files")."""
@@ -168,6 +168,8 @@ class RmiClient:
 
     def invoke(self, command: RmiCommand, args: Sequence[int]) -> RmiResult:
         """Issue ``command`` with X1.. already in register order; decode the answer."""
+        if command.name == "rec_enter":
+            return self.rec_enter(args[0], args[1])
         registers = tuple(self.target.smc(command.fid, *args))
         return self.decode(command, registers, self.target.rmi_condition)
 
@@ -253,9 +255,18 @@ class RmiClient:
         return self.call("rec_destroy", rec=rec)
 
     def rec_enter(self, rec: int, run_ptr: int, actions: Sequence[object] = ()) -> RmiResult:
-        """RMI_REC_ENTER through the target's realm execution (CapabilityError where it has none)."""
+        """RMI_REC_ENTER: through the target's realm execution where it has one, else a plain SMC.
+
+        Realm actions need realm execution (CapabilityError without it); a bare
+        entry on a target without it is an ordinary SMC (the model's RMM then
+        exits at once, as RMM 1.0 B3.3.15 allows).
+        """
         command = self.interface.by_name["rec_enter"]
-        registers = tuple(self.target.realm_enter(rec & MASK64, run_ptr & MASK64, actions))
+        rec, run_ptr = rec & MASK64, run_ptr & MASK64
+        if actions or self.target.has(Capability.REALM_EXEC):
+            registers = tuple(self.target.realm_enter(rec, run_ptr, actions))
+        else:
+            registers = tuple(self.target.smc(command.fid, rec, run_ptr))
         return self.decode(command, registers, self.target.rmi_condition)
 
     def psci_complete(self, calling_rec: int, target_rec: int, status: int) -> RmiResult:

@@ -743,8 +743,7 @@ class Runner:
             result, done = self._enter(rec, run, actions, session)
             call.extra.extend(self._action_result(a, session) for a in done if a.spec is not None)
         else:
-            registers = tuple(self.target.smc(step.rmi.fid, rec, run))
-            result = self.client.decode(step.rmi, registers, self.target.rmi_condition)
+            result = self.client.rec_enter(rec, run)
         self._record(step, result, call, session)
         if result.ok and step.expect.exit:
             self._check_exit(step.expect, run, session, call)

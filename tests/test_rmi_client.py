@@ -7,7 +7,7 @@ import pytest
 from cca_hil.arch.pas import Pas
 from cca_hil.arch.rmi import SMCCC_NOT_SUPPORTED, Ripas, RmiStatus, RttEntryState, pack_return
 from cca_hil.arch.rmi_1_0 import RMI_1_0
-from cca_hil.errors import InputError
+from cca_hil.errors import CapabilityError, InputError
 from cca_hil.profiles import build_target, load_profile
 from cca_hil.rmi_client import (
     SLOT_SIZE,
@@ -200,3 +200,20 @@ def test_realm_builder_reports_the_call_that_failed(client: RmiClient, allocator
         RmiCallError, match=r"realm_create\(rd=0x[0-9a-f]+, params_ptr=0x[0-9a-f]+\) failed: .*vmid_valid"
     ):
         RealmBuilder(client, allocator, data_granules=0, recs=0, vmid=3).build()
+
+
+def test_rec_enter_of_an_active_realm_exits_on_a_target_without_realm_execution(
+    client: RmiClient, allocator: GranuleAllocator
+) -> None:
+    realm = RealmBuilder(client, allocator, data_granules=1, recs=1, vmid=9).build()
+    run = allocator.granule()
+    result = client.call("rec_enter", rec=realm.recs[0], run=run)
+    assert result.ok
+    assert client.read_rec_exit(run).exit_reason == 1  # IRQ: the model's RMM returns at once
+
+
+def test_rec_enter_with_realm_actions_needs_realm_execution(
+    client: RmiClient, allocator: GranuleAllocator
+) -> None:
+    with pytest.raises(CapabilityError, match="realm_exec"):
+        client.rec_enter(allocator.granule(), allocator.granule(), actions=["wfi"])
