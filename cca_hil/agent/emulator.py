@@ -19,7 +19,6 @@ from typing import Literal
 
 from cca_hil.agent.protocol import (
     CRC_SIZE,
-    FAULT_BOUND,
     HEADER_SIZE,
     PROTOCOL_MAJOR,
     PROTOCOL_MINOR,
@@ -45,6 +44,7 @@ from cca_hil.agent.protocol import (
     Step,
     StepResult,
     WriteStep,
+    batch_result_room,
     decode_batch,
     decode_request,
     encode_error,
@@ -334,7 +334,7 @@ class AgentEmulator:
         return None
 
     def _batch(self, steps: list[Step]) -> BatchReply:
-        room = self._limit - HEADER_SIZE - CRC_SIZE - 5 - 1 - FAULT_BOUND
+        room = batch_result_room(self._limit)
         results: list[bytes] = []
         used = 0
         for step in steps:

@@ -62,6 +62,7 @@ from cca_hil.agent.protocol import (
     StepResult,
     Text,
     WriteStep,
+    batch_result_room,
     decode_error,
     decode_fault,
     decode_result,
@@ -386,7 +387,7 @@ class AgentLink:
     def _fit(self, steps: Sequence[Step]) -> list[Step]:
         """The longest prefix of ``steps`` whose request and worst-case reply fit in one frame."""
         room = self._limit - _WIRE_OVERHEAD - 5  # step count varint
-        reply_room = self._limit - _WIRE_OVERHEAD - 5 - 1 - 96  # count, stop code, fault record
+        reply_room = batch_result_room(self._limit)
         state = DeltaState()
         group: list[Step] = []
         used = reply_used = 0

@@ -864,13 +864,14 @@ def decode_regs(r: Reader, results: int) -> tuple[int, ...]:
 
 
 def encode_fault(fault: Fault) -> bytes:
-    """Fault record: EC, ESR, FAR, flags (bit 0: granule protection fault), description."""
+    """Fault record: EC, ESR, FAR, flags (bit 0: granule protection fault), description (<= 64 bytes)."""
+    description = fault.description.encode()[:MAX_DESCRIPTION].decode("utf-8", "ignore")
     return (
         bytes((fault.exception_class & 0x3F,))
         + uvarint(fault.esr)
         + uvarint(fault.far)
         + bytes((1 if fault.gpf else 0,))
-        + text(fault.description)
+        + text(description)
     )
 
 
@@ -929,8 +930,15 @@ def result_bound(step: Step) -> int:
             return 0
 
 
-FAULT_BOUND = 1 + 10 + 10 + 1 + 1 + 64
-"""A fault record with a description of up to 64 bytes (agents truncate longer ones)."""
+MAX_DESCRIPTION = 64
+"""Longest fault description or error message in bytes (longer ones are cut)."""
+FAULT_BOUND = 1 + 10 + 10 + 1 + 1 + MAX_DESCRIPTION
+"""Largest fault record."""
+
+
+def batch_result_room(limit: int) -> int:
+    """Bytes a BATCH_REPLY under frame limit ``limit`` has for step results, whatever stops it."""
+    return limit - HEADER_SIZE - CRC_SIZE - 10 - 1 - FAULT_BOUND
 
 
 class BatchStop(enum.IntEnum):
@@ -988,7 +996,7 @@ class BatchReply:
             out += encode_fault(self.fault)
         elif self.stop is BatchStop.ERROR:
             assert self.error is not None
-            out += bytes((self.error[0],)) + text(self.error[1])
+            out += encode_error(self.error[0], self.error[1])
         return out
 
     @staticmethod
@@ -1016,9 +1024,9 @@ class BatchReply:
         return results, stop, detail
 
 
-def encode_error(code: ErrorCode, message: str) -> bytes:
-    """ERROR payload: code and a short message (agents keep it under 64 bytes)."""
-    return bytes((code,)) + text(message)
+def encode_error(code: int, message: str) -> bytes:
+    """ERROR payload: code and a message of at most 64 bytes."""
+    return bytes((code,)) + text(message.encode()[:MAX_DESCRIPTION].decode("utf-8", "ignore"))
 
 
 def decode_error(payload: bytes) -> tuple[int, str]:
