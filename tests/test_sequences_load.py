@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from cca_hil.errors import EXIT_BAD_INPUT, SequenceError
-from cca_hil.seqformat import AccessStep, CheckStep, Expr, RmiStep, SmcStep, StructSpec, Wide
+from cca_hil.seqformat import AccessStep, CheckStep, Expr, RmiStep, Sequence, SmcStep, StructSpec, Wide
 from cca_hil.sequences import load_sequence, load_sequence_text
 
 DIRECTED = Path(__file__).parent / "data" / "tfrmm-1.0-directed"
 DIRECTED_FILES = sorted(DIRECTED.glob("*.yaml"))
 
 
-def load(text: str) -> object:
+def load(text: str) -> Sequence:
     return load_sequence_text(textwrap.dedent(text).lstrip("\n"), source="seq.yaml")
 
 
@@ -73,7 +73,7 @@ def test_static_values_are_resolved_at_load_time() -> None:
             args: {rd: rd + 0x10, ipa: "0x1000 + 0x20", level: -1}
         """
     )
-    step = sequence.steps[0]  # type: ignore[attr-defined]
+    step = sequence.steps[0]
     assert isinstance(step, RmiStep)
     args = dict(step.args)
     assert args["rd"] == Expr(text="rd + 0x10", const=0x10, terms=((1, "rd"),))
@@ -99,17 +99,18 @@ def test_structure_mappings_compile_enums_and_flags() -> None:
             args: {rec: rec, run: run + 0x10}
         """
     )
-    steps = sequence.steps  # type: ignore[attr-defined]
-    params = dict(steps[0].args)["params_ptr"]
+    steps = [step for step in sequence.steps if isinstance(step, RmiStep)]
+    args = [dict(step.args) for step in steps]
+    params, rec_params, run = args[0]["params_ptr"], args[1]["params_ptr"], args[2]["run_ptr"]
     assert isinstance(params, StructSpec)
     assert params.fields["hash_algo"] == 1
     assert params.fields["flags"] == 0b101
     assert params.fields["rpv"] == Wide(b"\x01\x02")
-    rec_params = dict(steps[1].args)["params_ptr"]
+    assert isinstance(rec_params, StructSpec)
     assert rec_params.fields == {"flags": 1, "gprs": {1: 5}}
-    run = dict(steps[2].args)["run_ptr"]
+    assert isinstance(run, StructSpec)
     assert run.fields == {"flags": (1 << 4) | 1}
-    assert isinstance(dict(steps[3].args)["run_ptr"], Expr)
+    assert isinstance(args[3]["run_ptr"], Expr)
 
 
 def test_saved_names_are_usable_by_later_steps_only() -> None:
