@@ -56,6 +56,9 @@ class ModelTarget(Target):
             "max_recs_order": int,
             "aux_count": int,
             "vmid_bits": int,
+            "gicv3_priority_bits": int,
+            "gicv3_id_bits": int,
+            "pa_bits_for_start_level_0": int,
         },
     }
 
