@@ -10,7 +10,7 @@ builds and tears down a complete realm with it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -380,10 +380,6 @@ class GranuleAllocator:
     def named(self, names: Iterable[str]) -> dict[str, int]:
         """A fresh slot for each name, in order."""
         return {name: self.slot() for name in names}
-
-    def __iter__(self) -> Iterator[int]:
-        while True:
-            yield self.granule()
 
 
 @dataclass(frozen=True)
