@@ -118,6 +118,12 @@ class LinkStats:
     console_bytes: int = 0
 
 
+_CAPABILITY_OF = {
+    AgentCaps.MEMORY: Capability.MEMORY,
+    AgentCaps.ACCESS: Capability.ACCESS,
+    AgentCaps.REALM: Capability.REALM_EXEC,
+}
+
 _DEAD = object()
 _DAMAGED = object()
 _MIN_CHUNK = 128
@@ -153,6 +159,8 @@ class AgentLink:
         self._stop = threading.Event()
         self._reader: threading.Thread | None = None
         self._write_lock = threading.Lock()
+        # One call at a time: stop-and-wait has a single request in flight.
+        self._call_lock = threading.RLock()
         self._seq = 0
         self._limit = BASE_MAX_FRAME
         self._hello: HelloReply | None = None
@@ -206,6 +214,10 @@ class AgentLink:
             return self._hello
         if self._reader is None:
             return self.open()
+        with self._call_lock:
+            return self._handshake()
+
+    def _handshake(self) -> HelloReply:
         payload = Hello(PROTOCOL_MAJOR, PROTOCOL_MINOR, self.max_frame).encode()
         deadline = time.monotonic() + self.timeouts.boot
         seq = self._next_seq()
@@ -258,6 +270,18 @@ class AgentLink:
             except ProtocolError as exc:
                 raise self._malformed(frame, exc) from exc
         return self._info
+
+    def capabilities(self) -> frozenset[str]:
+        """Target capabilities (:class:`~cca_hil.targets.base.Capability`) the agent's HELLO announced.
+
+        ``rme`` is not among them: whether an RMM answers is for RMI_VERSION to tell.
+        """
+        caps = self.hello().caps
+        names = {Capability.CONSOLE}
+        for flag, name in _CAPABILITY_OF.items():
+            if caps & flag:
+                names.add(name)
+        return frozenset(names)
 
     def require(self, cap: AgentCaps, capability: str) -> None:
         """Raise CapabilityError unless the agent announced ``cap``."""
@@ -432,6 +456,12 @@ class AgentLink:
         self, msg: MsgType, payload: bytes, timeout: float, phase: str, *, retries: int | None = None
     ) -> Frame:
         """Send one request until its answer arrives or the attempts run out; returns the answer."""
+        with self._call_lock:
+            return self._exchange(msg, payload, timeout, phase, retries)
+
+    def _exchange(
+        self, msg: MsgType, payload: bytes, timeout: float, phase: str, retries: int | None
+    ) -> Frame:
         self.hello()
         seq = self._next_seq()
         frame = Frame(msg, seq, payload)

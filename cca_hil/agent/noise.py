@@ -69,6 +69,7 @@ class _Channel:
         self.duplicated = 0
 
     def apply(self, data: bytes) -> bytes:
+        """The bytes as the other end receives them."""
         spec, rng = self.spec, self.rng
         if not (self.byte_error or spec.drop or spec.dup):
             return data
@@ -109,6 +110,7 @@ class NoisyStream:
 
     @timeout.setter
     def timeout(self, value: float | None) -> None:
+        """Set the wrapped stream's read timeout."""
         self.inner.timeout = value  # type: ignore[attr-defined]
 
     @property

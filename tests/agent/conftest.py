@@ -12,7 +12,7 @@ import serial
 
 from cca_hil.agent.emulator import AgentEmulator, EmulatorServer
 from cca_hil.agent.link import AgentLink, LinkTimeouts
-from cca_hil.agent.streams import FdStream, SocketStream, stream_pair
+from cca_hil.agent.streams import ByteStream, FdStream, SocketStream, stream_pair
 
 FAST = LinkTimeouts(boot=5.0, handshake=0.2, request=0.5, bulk=1.0, gap=0.02)
 """Short bounds so that failure tests end quickly; correctness never depends on them."""
@@ -27,11 +27,11 @@ class Bench:
     device: SocketStream
     console: list[bytes] = field(default_factory=list)
 
-    def link(self, **kwargs: object) -> AgentLink:
-        """A link on the host end with console capture and fast timeouts."""
+    def link(self, stream: ByteStream | None = None, **kwargs: object) -> AgentLink:
+        """A link on the host end (or on ``stream`` wrapping it) with console capture and fast timeouts."""
         options: dict[str, object] = {"timeouts": FAST, "console": self.console.append}
         options.update(kwargs)
-        return AgentLink(self.host, **options)  # type: ignore[arg-type]
+        return AgentLink(stream or self.host, **options)  # type: ignore[arg-type]
 
 
 BenchFactory = Callable[..., Bench]

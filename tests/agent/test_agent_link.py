@@ -51,6 +51,7 @@ def test_handshake_reports_version_limits_and_capabilities(bench: Bench) -> None
         assert hello.caps & AgentCaps.SMC and hello.caps & AgentCaps.BATCH
         assert link.frame_limit == min(hello.max_frame, link.max_frame)
         assert hello.agent == "cca-hil agent emulator"
+        assert link.capabilities() == {"memory", "access", "console"}
 
 
 def test_info_reports_the_platform_the_agent_runs_on(bench: Bench) -> None:

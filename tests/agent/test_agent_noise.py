@@ -64,8 +64,7 @@ def test_ten_thousand_calls_through_noise_run_exactly_once_with_right_results(
 ) -> None:
     bench: Bench = bench_factory()
     noisy = NoisyStream(bench.host, NOISE, seed=2024)
-    link = bench.link(timeouts=NOISY_TIMEOUTS)
-    link.stream = noisy
+    link = bench.link(noisy, timeouts=NOISY_TIMEOUTS)
     granules = [POOL + i * 0x1000 for i in range(16)]
     wrong = []
     with link:
@@ -87,8 +86,7 @@ def test_ten_thousand_calls_through_noise_run_exactly_once_with_right_results(
 
 def test_bulk_transfer_through_noise_shrinks_frames_and_arrives_intact(bench_factory: BenchFactory) -> None:
     bench: Bench = bench_factory()
-    link = bench.link(timeouts=NOISY_TIMEOUTS)
-    link.stream = NoisyStream(bench.host, NOISE, seed=99)
+    link = bench.link(NoisyStream(bench.host, NOISE, seed=99), timeouts=NOISY_TIMEOUTS)
     data = bytes((i * 7 + i // 256) & 0xFF for i in range(48 * 1024))
     with link:
         link.write(POOL, data)
