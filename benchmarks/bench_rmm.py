@@ -7,7 +7,7 @@ how many "bare calls" one RMI call costs on this machine.
 
 from __future__ import annotations
 
-from _timing import rate
+from _timing import rate, wall
 
 from cca_hil.model.machine import Machine
 
@@ -42,9 +42,57 @@ def bench_delegate_pairs() -> None:
     )
 
 
+def bench_realm_lifecycle() -> None:
+    """Full realm lifecycles (64 measured data granules, one REC) per second, through the RMI client."""
+    from cca_hil.profiles import build_target, load_profile
+    from cca_hil.rmi_client import GranuleAllocator, RealmBuilder, RmiClient
+
+    target = build_target(load_profile("model"))
+    rmm = target.machine.rmm  # type: ignore[attr-defined]
+
+    def once() -> None:
+        # A fresh allocator hands out the same granules again: destroy() returned them all.
+        client = RmiClient(target)
+        builder = RealmBuilder(client, GranuleAllocator.for_target(target), data_granules=64)
+        builder.destroy(builder.build())
+
+    before = rmm.calls
+    once()
+    calls = rmm.calls - before
+    seconds = wall(once, repeats=5)
+    pair = 1 / rate(lambda n: _pairs(Machine(), n))
+    print(
+        f"rmm.realm_lifecycle_64: {1 / seconds:,.1f} lifecycles/s ({seconds * 1e3:.1f} ms, "
+        f"{calls} RMI calls; = {seconds / pair:,.0f} delegate+undelegate pairs of the same run)"
+    )
+
+
+def bench_conformance() -> None:
+    """Wall time of the whole bundled conformance suite on the model (goal < 1 s)."""
+    from cca_hil.checks.conformance import conformance_sequences
+    from cca_hil.profiles import build_target, load_profile
+    from cca_hil.sequences import Runner
+
+    sequences = conformance_sequences()
+    steps = sum(len(seq.steps) for seq in sequences)
+
+    def once() -> None:
+        Runner(build_target(load_profile("model"))).run_all(sequences, command="conformance")
+
+    seconds = wall(once, repeats=3)
+    pair = 1 / rate(lambda n: _pairs(Machine(), n))
+    print(
+        f"rmm.conformance: {seconds:.3f} s for {len(sequences)} files / {steps} steps "
+        f"({seconds / steps * 1e6:.1f} us per step = {seconds / steps / pair:.1f} delegate pairs; "
+        f"goal < 1 s: {'met' if seconds < 1 else 'NOT met'})"
+    )
+
+
 def main() -> None:
     """Print every RMM figure."""
     bench_delegate_pairs()
+    bench_realm_lifecycle()
+    bench_conformance()
 
 
 if __name__ == "__main__":

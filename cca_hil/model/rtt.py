@@ -107,6 +107,8 @@ class Rtte:
         return Ripas.EMPTY
 
 
+_LIVE_STATES = frozenset({Hipas.ASSIGNED, Hipas.ASSIGNED_NS, Hipas.TABLE})
+
 UNASSIGNED_EMPTY = Rtte(Hipas.UNASSIGNED, Ripas.EMPTY)
 UNASSIGNED_RAM = Rtte(Hipas.UNASSIGNED, Ripas.RAM)
 UNASSIGNED_DESTROYED = Rtte(Hipas.UNASSIGNED, Ripas.DESTROYED)
@@ -161,10 +163,11 @@ class Rtt:
         """RttSkipNonLiveEntries: ``ipa`` if its entry is live, else the next live entry or end."""
         index = self.index_of(ipa)
         entries = self.entries
-        if entries[index].is_live:
+        if entries[index].state in _LIVE_STATES:
             return ipa
+        # Hosts tear realms down entry by entry, so this scan runs once per DATA_DESTROY: keep it tight.
         for later in range(index + 1, len(entries)):
-            if entries[later].is_live:
+            if entries[later].state in _LIVE_STATES:
                 return self.ipa_of(later)
         return self.top
 
