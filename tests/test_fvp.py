@@ -298,7 +298,7 @@ def test_crash_mid_run_is_a_transport_error_with_status_and_logs_and_the_group_i
 ) -> None:
     # The helper child inherits the model's pipes and survives the crash: only a group kill ends it.
     hooks = {
-        "standin.crash_after": 1.0,
+        "standin.crash_after": 2.0,
         "standin.crash_signal": int(signal.SIGSEGV),
         "standin.spawn_child": True,
     }
@@ -352,7 +352,7 @@ def test_clean_stop_is_sigterm_to_the_group(
 def test_time_limit_ends_the_run_with_status_zero_and_statistics(
     make_config: Callable[..., FvpConfig], launch: Callable[..., FvpProcess]
 ) -> None:
-    fvp = launch(make_config({"options": {"timelimit": 1, "stat": True}}))
+    fvp = launch(make_config({"options": {"timelimit": 2, "stat": True}}))
     assert fvp.wait_exit(30) == 0
     fvp.close()
     stdout = fvp.stdout_log.read_text()

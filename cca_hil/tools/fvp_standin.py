@@ -821,7 +821,6 @@ class Simulation:
 
 def _hang(sim: Simulation) -> int:
     # A model that stopped responding: nothing served, SIGTERM ignored; only SIGKILL ends it.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
         time.sleep(60)
 
@@ -855,7 +854,8 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         err.flush()
         return EXIT_USAGE
 
-    if options.flag("standin.ignore_sigterm"):
+    if options.flag("standin.ignore_sigterm") or options.flag("standin.hang"):
+        # Before the ports are printed: a launcher may signal as soon as it has them.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sim = Simulation(options, out=out, err=err)
     status = 0

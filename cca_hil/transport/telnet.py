@@ -187,7 +187,7 @@ class TerminalClient:
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._eof = False
-        self._error: OSError | None = None
+        self._error: Exception | None = None
         self.received = 0
         """Payload bytes received so far (telnet commands excluded)."""
         self.dropped = 0
@@ -238,7 +238,14 @@ class TerminalClient:
                     break
                 if not chunk:
                     break
-                self._deliver(chunk)
+                try:
+                    self._deliver(chunk)
+                except (OSError, ValueError, TransportError) as error:
+                    # A telnet reply that cannot be sent, or a log closed under a reader that
+                    # outlived close(): the connection is over either way.
+                    if not self._stop.is_set():
+                        self._error = error
+                    break
         finally:
             with self._cond:
                 self._eof = True
