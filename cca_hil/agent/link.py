@@ -182,7 +182,12 @@ class AgentLink:
             self._stop.clear()
             self._reader = threading.Thread(target=self._read_loop, name=f"{self.name}-reader", daemon=True)
             self._reader.start()
-        return self.hello()
+        try:
+            return self.hello()
+        except BaseException:
+            # A failed open leaves nothing running: `with AgentLink(...)` never reaches __exit__.
+            self.close()
+            raise
 
     def close(self) -> None:
         """Stop the reader (bounded wait); the stream itself belongs to the caller."""
@@ -215,7 +220,7 @@ class AgentLink:
         if self._reader is None:
             return self.open()
         with self._call_lock:
-            return self._handshake()
+            return self._hello or self._handshake()
 
     def _handshake(self) -> HelloReply:
         payload = Hello(PROTOCOL_MAJOR, PROTOCOL_MINOR, self.max_frame).encode()
@@ -231,7 +236,7 @@ class AgentLink:
             if not isinstance(frame, Frame):
                 continue
             if frame.type == MsgType.ERROR:
-                code, message = decode_error(frame.payload)
+                code, message = self._error_of(frame)
                 raise AgentRefusedError(f"{self.name}: agent refused HELLO: {message}", code=code, seq=seq)
             if frame.type != MsgType.HELLO_REPLY:
                 raise self._unexpected(frame, MsgType.HELLO)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import pytest
 from conftest import FAST, Bench, BenchFactory
@@ -216,10 +217,11 @@ def test_realm_run_the_model_cannot_do_yet_is_refused_not_executed(bench_factory
 def test_silent_agent_is_a_boot_timeout_error(bench_factory: BenchFactory) -> None:
     bench = bench_factory(start=False)
     bench.device.write(b"U-Boot 2024.01\r\nHit any key to stop autoboot\r\n")
-    link = bench.link(timeouts=LinkTimeouts(boot=0.6, handshake=0.2, gap=0.02))
+    link = bench.link(timeouts=LinkTimeouts(boot=0.6, handshake=0.2, gap=0.02), name="silent")
     with pytest.raises(AgentTimeoutError) as err:
         link.open()
-    link.close()
+    # A failed open stops its reader: nothing is left running.
+    assert "silent-reader" not in {thread.name for thread in threading.enumerate()}
     assert err.value.phase == "boot"
     assert "no agent answered HELLO within 0.6 s" in str(err.value)
     assert "Hit any key to stop autoboot" in str(err.value)
@@ -242,10 +244,8 @@ def test_agent_dying_mid_call_is_a_request_timeout_and_ran_once(bench_factory: B
 
 def test_wrong_protocol_version_is_refused_at_handshake(bench_factory: BenchFactory) -> None:
     bench = bench_factory(AgentEmulator(version=(2, 3), gap=0.02))
-    link = bench.link()
-    with pytest.raises(AgentVersionError) as err:
-        link.open()
-    link.close()
+    with pytest.raises(AgentVersionError) as err, bench.link():
+        pass
     assert err.value.agent == (2, 3)
     assert "agent speaks link protocol 2.3, this host speaks 1.0" in str(err.value)
     assert bench.emulator.session == 0
