@@ -444,6 +444,27 @@ class FvpConfig:
             found.append((f"fvp.application[{i}]", self.image_path(app.partition("=")[2])))
         return found
 
+    def param(self, name: str) -> str | None:
+        """The value of ``-C name=…`` as it will be passed, or None when the profile does not set it."""
+        return dict(self.params).get(name)
+
+    def _level(self, feature: str) -> int:
+        # The feature counts as present when every cluster the profile configures has it.
+        levels = [
+            int(value, 0) for name, value in self.params if re.fullmatch(rf"cluster\d+\.{feature}", name)
+        ]
+        return min(levels) if levels else 0
+
+    @property
+    def rme(self) -> bool:
+        """True when the profile enables FEAT_RME on the PEs (``clusterN.rme_support_level``)."""
+        return self._level("rme_support_level") > 0 or self._level("has_rme") > 0
+
+    @property
+    def mec(self) -> bool:
+        """True when the profile enables FEAT_MEC on the PEs (``clusterN.mec_support_level``)."""
+        return self._level("mec_support_level") > 0
+
     @property
     def connected_terminals(self) -> tuple[TerminalConfig, ...]:
         """Terminals cca-hil connects to (their ports must be printed before launch completes)."""
