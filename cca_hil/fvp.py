@@ -577,6 +577,10 @@ def probe_version(binary: Path | str, *, timeout: float = 20.0) -> FvpVersion:
 # -- output capture and port discovery -------------------------------------------
 
 
+_MAX_LINE = 4096
+"""Longest unterminated output kept while waiting for its newline."""
+
+
 class PortLineParser:
     """Finds terminal port lines in model output fed in arbitrary pieces; keeps the last lines."""
 
@@ -590,7 +594,9 @@ class PortLineParser:
         self._partial += data
         found: dict[str, int] = {}
         *lines, rest = self._partial.split(b"\n")
-        self._partial = bytearray(rest)
+        # A model spewing bytes without newlines must not grow this without bound; a port
+        # line is short, so only the end of an overlong line can still become one.
+        self._partial = bytearray(rest[-_MAX_LINE:])
         for raw in lines:
             line = raw.rstrip(b"\r")
             if line.strip():

@@ -135,3 +135,12 @@ def test_bad_sections_are_profile_errors_naming_the_key(section: dict[str, Any],
 def test_profile_schema_rejects_unknown_keys_with_the_valid_ones() -> None:
     with pytest.raises(ProfileError, match=re.escape("unknown key 'fvp.binray'")):
         validate({"binray": "x"}, FVP_PARAMS, where="p.yaml", path="fvp")
+
+
+def test_an_endless_line_is_bounded_and_a_port_line_after_it_still_found() -> None:
+    parser = PortLineParser()
+    for _ in range(100):
+        parser.feed(b"x" * 10_000)
+    assert len(parser.last_lines()[-1]) <= 4096
+    parser.feed(b"\nterminal_0: Listening for serial connection on port 5000\n")
+    assert parser.ports == {"terminal_0": 5000}
