@@ -819,7 +819,7 @@ class Simulation:
         )
 
 
-def _hang(sim: Simulation) -> int:
+def _hang() -> int:
     # A model that stopped responding: nothing served, SIGTERM ignored; only SIGKILL ends it.
     while True:
         time.sleep(60)
@@ -863,7 +863,7 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         sim.open_terminals()
         sim.announce()
         if options.flag("standin.hang"):
-            return _hang(sim)
+            return _hang()
         sim.plan()
         sim.run()
     except ModelExit as end:
