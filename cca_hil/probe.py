@@ -289,8 +289,8 @@ class ProbeSession:
         }[self.config.ap_kind]
         if not isinstance(found, wanted):
             raise TargetError(
-                f"{self.name} is {found.type_name}, the profile expects a {self.config.ap_kind.upper()}-AP "
-                f"(present: {present})"
+                f"{self.name}: the access port is {found.type_name} but the profile's ap_kind is "
+                f"{self.config.ap_kind!r} (present: {present})"
             )
         return found
 
