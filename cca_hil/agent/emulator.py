@@ -40,6 +40,8 @@ from cca_hil.agent.protocol import (
     MsgType,
     ProtocolError,
     ReadStep,
+    RealmRun,
+    RealmRunReply,
     SmcStep,
     Step,
     StepResult,
@@ -53,6 +55,7 @@ from cca_hil.agent.protocol import (
     result_bound,
 )
 from cca_hil.agent.streams import ByteStream, SocketStream
+from cca_hil.arch.rmi_1_0 import RMI_1_0
 from cca_hil.errors import GranuleProtectionFault
 from cca_hil.model.machine import DFSC_GPF_ON_ACCESS, EC_DATA_ABORT_SAME_EL, Machine, data_abort_esr
 from cca_hil.targets.base import Fault
@@ -69,6 +72,7 @@ BOOT_TEXT = (
 )
 """What the firmware prints before the agent speaks frames (TF-A NOTICE lines, then the agent banner)."""
 
+REC_ENTER_FID = RMI_1_0["rec_enter"].fid
 MAX_FILL = 64 << 20
 """Largest FILL the emulator performs (the model's memory is sparse but not free)."""
 
@@ -312,7 +316,7 @@ class AgentEmulator:
                     MsgType.BATCH_REPLY, frame.seq, self._batch(decode_batch(frame.payload)).encode()
                 )
             if msg is MsgType.REALM_RUN:
-                return self._error(frame, ErrorCode.UNSUPPORTED, "realm execution is not modelled yet")
+                return self._realm_run(frame, RealmRun.decode(frame.payload))
             if msg in (MsgType.SMC, MsgType.READ, MsgType.WRITE, MsgType.FILL, MsgType.ACCESS):
                 step = decode_request(msg, frame.payload)
                 problem = self._check(step)
@@ -325,6 +329,13 @@ class AgentEmulator:
         except ProtocolError as exc:
             return self._error(frame, ErrorCode.MALFORMED, str(exc))
         return self._error(frame, ErrorCode.UNSUPPORTED, f"{msg.name} is not a request")
+
+    def _realm_run(self, frame: Frame, run: RealmRun) -> Frame:
+        if run.actions:
+            # The model's realms do not execute a payload yet: refuse rather than pretend they ran.
+            return self._error(frame, ErrorCode.UNSUPPORTED, "realm payload actions are not modelled yet")
+        regs = self.machine.smc(REC_ENTER_FID, run.rec_pa, run.run_pa)
+        return Frame(MsgType.REALM_RUN_REPLY, frame.seq, RealmRunReply(tuple(regs)).encode())
 
     def _check(self, step: Step) -> str | None:
         if isinstance(step, ReadStep) and step.size + HEADER_SIZE + CRC_SIZE > self._limit:

@@ -206,7 +206,20 @@ def test_realm_run_needs_the_capability(bench: Bench) -> None:
         link.realm_run(POOL, POOL + 0x1000, [RealmAction(RealmActionKind.RSI, fid=0xC400_0190)])
 
 
-def test_realm_run_the_model_cannot_do_yet_is_refused_not_executed(bench_factory: BenchFactory) -> None:
+def test_realm_run_enters_the_rec_as_the_model_does(bench_factory: BenchFactory) -> None:
+    oracle = Machine()
+    rec_enter = RMI_1_0["rec_enter"].fid
+    bench = bench_factory(AgentEmulator(caps=AgentCaps.SMC | AgentCaps.REALM, gap=0.02))
+    with bench.link() as link:
+        reply = link.realm_run(POOL, POOL + 0x1000)
+    assert reply.regs == oracle.smc(rec_enter, POOL, POOL + 0x1000)
+    assert reply.regs[0] != 0  # no REC there: the RMM refuses the entry
+    assert (reply.started, reply.observations) == (0, ())
+
+
+def test_realm_payload_actions_the_model_cannot_run_are_refused_not_executed(
+    bench_factory: BenchFactory,
+) -> None:
     bench = bench_factory(AgentEmulator(caps=AgentCaps.SMC | AgentCaps.REALM, gap=0.02))
     with bench.link() as link, pytest.raises(AgentRefusedError) as err:
         link.realm_run(POOL, POOL + 0x1000, [RealmAction(RealmActionKind.RSI, fid=0xC400_0190)])

@@ -9,11 +9,13 @@ from conftest import FAST, PtyPort
 from cca_hil.agent.emulator import AgentEmulator, EmulatorServer
 from cca_hil.agent.errors import AgentDisconnectedError
 from cca_hil.agent.link import AgentLink
+from cca_hil.agent.noise import NoisyStream
 from cca_hil.agent.protocol import SmcStep
 from cca_hil.arch.rmi_1_0 import RMI_1_0
 from cca_hil.model.machine import Machine
 
 DELEGATE = RMI_1_0["granule_delegate"].fid
+UNDELEGATE = RMI_1_0["granule_undelegate"].fid
 VERSION = RMI_1_0["version"].fid
 POOL = 0x9000_0000
 
@@ -76,3 +78,18 @@ def test_agent_closing_the_connection_mid_call_is_a_disconnect_error() -> None:
                     link.smc(DELEGATE, POOL)
         finally:
             port.close()
+
+
+def test_noisy_uart_keeps_at_most_once(pty_port: PtyPort) -> None:
+    emulator = AgentEmulator(gap=0.02)
+    emulator.start(pty_port.master)
+    noisy = NoisyStream(pty_port.serial, "ber=1e-4,drop=1e-3,dup=1e-3", seed=5)
+    try:
+        with AgentLink(noisy, timeouts=FAST, name="noisy-pty") as link:
+            for i in range(300):
+                pa = POOL + (i // 2) * 0x1000
+                assert link.smc(DELEGATE if i % 2 == 0 else UNDELEGATE, pa)[0] == 0
+    finally:
+        emulator.stop()
+    assert emulator.executed == 300
+    assert not emulator.duplicates()
