@@ -21,7 +21,7 @@ import bisect
 import itertools
 from array import array
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from enum import IntEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
@@ -316,7 +316,7 @@ class Gptbr:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GptFeatures:
     """Implementation facts no register shows: FEAT_SEL2, FEAT_RME_GDI, the PA size (DDI0487 D9.6.5)."""
 
@@ -332,7 +332,7 @@ class GptFeatures:
 # Geometry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GptGeometry:
     """Sizes and index fields of a GPT: t (PPS), s (L0GPTSZ), p (PGS) in bits (DDI0487 D9.7, R_QNGFY)."""
 
@@ -948,7 +948,7 @@ PAS_CODES: Final[tuple[MapPas, ...]] = (
 """The value of each run code in :attr:`PasMap.codes`."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PasMap:
     """The PAS map a GPT describes over [0, 2^t): maximal runs, plus misprogrammed Contiguous blocks.
 
@@ -990,7 +990,7 @@ class PasMap:
             expected = end
         if expected != gpccr.geometry.protected_size:
             raise ValueError(f"runs end at {expected:#x}, not at the protected size")
-        return cls(gpccr, gptbr, starts, bytes(codes))
+        return cls(gpccr=gpccr, gptbr=gptbr, starts=starts, codes=bytes(codes))
 
     @property
     def limit(self) -> int:
@@ -1082,7 +1082,7 @@ def decode_tables(
     l0_base = table_base.l0_address
     if l0_base >> t:
         # Every walk takes a GPT address size fault before reading anything (R_XVCKY).
-        return PasMap(config, table_base, array("Q", [0]), bytes([_CODE_FAULT]))
+        return PasMap(gpccr=config, gptbr=table_base, starts=array("Q", [0]), codes=bytes([_CODE_FAULT]))
     found = chunks.find(l0_base, geometry.l0_table_size)
     if found is None:
         raise GptDumpError(
@@ -1174,7 +1174,11 @@ def decode_tables(
     starts_out = array("Q")
     starts_out.frombytes(all_starts[keep].astype(np.uint64).tobytes())
     return PasMap(
-        config, table_base, starts_out, all_codes[keep].tobytes(), tuple(sorted(set(unpredictable)))
+        gpccr=config,
+        gptbr=table_base,
+        starts=starts_out,
+        codes=all_codes[keep].tobytes(),
+        unpredictable=tuple(sorted(set(unpredictable))),
     )
 
 
@@ -1316,6 +1320,7 @@ class PasRegion:
     start: int
     end: int
     pas: Pas
+    _: KW_ONLY
     l1: bool = False
     """Map through L1 tables even where the region covers whole L0 regions (TF-A GPT_MAP_REGION_GRANULE):
     only granules under an L1 table can change PAS at run time."""
