@@ -235,37 +235,38 @@ class AgentEmulator:
     # -- requests --------------------------------------------------------------------------------
 
     def _handle(self, stream: ByteStream, frame: Frame) -> bool:
-        """Answer one request frame; True when the agent died doing it."""
-        if frame.type & RESPONSE:
-            return False
+        """Answer one frame on ``stream``; True when the agent died doing it."""
+        answer = self.respond(frame)
+        if answer:
+            stream.write(answer)
+        return self.dead
+
+    def respond(self, frame: Frame) -> bytes:
+        """What the agent writes in answer to one valid frame (docs/agent-protocol.md §8); may be empty."""
+        if self.dead or frame.type & RESPONSE:
+            return b""
         if frame.type == MsgType.HELLO:
-            stream.write(self._hello(frame).encode())
+            answer = self._hello(frame).encode()
             if self.in_session:
                 log = LogRecord(LogLevel.INFO, f"session {self.session} opened")
-                stream.write(Frame(MsgType.LOG, self.session, log.encode()).encode())
-            return False
+                answer += Frame(MsgType.LOG, self.session, log.encode()).encode()
+            return answer
         if not self.in_session:
-            reply = Frame(MsgType.ERROR, frame.seq, encode_error(ErrorCode.NO_SESSION, "no HELLO since boot"))
-            stream.write(reply.encode())
-            return False
+            return self._error(frame, ErrorCode.NO_SESSION, "no HELLO since boot").encode()
         crc = frame.crc
         for cached in self._cache:
             if cached.seq == frame.seq and cached.crc == crc:
                 self.replays += 1
-                stream.write(cached.wire)
-                return False
-        if self.die_after is not None and self.executed >= self.die_after:
-            # Die in the middle of the call: it runs, the answer never leaves.
-            self.executions[(self.session, frame.seq)] += 1
-            self._execute(frame)
-            self.dead = True
-            stream.write(b"\r\nPANIC: agent: unexpected exception, halting\r\n")
-            return True
+                return cached.wire
+        dies = self.die_after is not None and self.executed >= self.die_after
         self.executions[(self.session, frame.seq)] += 1
-        wire = self._execute(frame).encode()
-        self._cache.append(_Cached(frame.seq, crc, wire))
-        stream.write(wire)
-        return False
+        answer = self._execute(frame).encode()
+        if dies:
+            # Die in the middle of the call: it ran, the answer never leaves.
+            self.dead = True
+            return b"\r\nPANIC: agent: unexpected exception, halting\r\n"
+        self._cache.append(_Cached(frame.seq, crc, answer))
+        return answer
 
     def _hello(self, frame: Frame) -> Frame:
         try:

@@ -10,12 +10,16 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cca_hil.agent.emulator import AgentEmulator
 from cca_hil.agent.protocol import (
+    AccessStep,
     BatchReply,
     BatchStop,
     ErrorCode,
+    FillStep,
     Frame,
     FrameDecoder,
     Hello,
@@ -25,6 +29,7 @@ from cca_hil.agent.protocol import (
     SmcStep,
     Step,
     Text,
+    WriteStep,
     decode_error,
     encode_batch,
     encode_request,
@@ -188,3 +193,54 @@ def test_batch_that_cannot_fit_its_results_stops_full(agent: tuple[AgentEmulator
     results, stop, _ = BatchReply.decode_results(steps, reply.payload)
     # A 512-byte frame has 407 bytes for results once a fault record is provided for: two reads.
     assert stop is BatchStop.FULL and len(results) == 2
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 255), st.integers(0, 0xFFFF), st.binary(max_size=120))
+def test_every_request_gets_exactly_one_answer_with_its_seq(kind: int, seq: int, payload: bytes) -> None:
+    emulator = AgentEmulator()
+    emulator.respond(Frame(MsgType.HELLO, 0, Hello().encode()))
+    answer = FrameDecoder(65536).feed(emulator.respond(Frame(kind, seq, payload)))
+    if kind & 0x80:
+        assert answer == []
+        return
+    assert len(answer) >= 1 and isinstance(answer[0], Frame)
+    reply = answer[0]
+    assert reply.seq == seq
+    assert reply.type in {kind | 0x80, MsgType.FAULT, MsgType.ERROR}
+    if reply.type == MsgType.ERROR:
+        assert decode_error(reply.payload)[0] != ErrorCode.INTERNAL
+
+
+any_address = st.one_of(
+    st.integers(0, (1 << 64) - 1), st.sampled_from([0, 0x9000_0000, 0xFDC0_0000, 0xFFFF_F000])
+)
+valid_steps = st.one_of(
+    st.builds(
+        SmcStep, st.integers(0, 0xFFFF_FFFF), st.lists(st.integers(0, (1 << 64) - 1), max_size=17).map(tuple)
+    ),
+    st.builds(ReadStep, any_address, st.integers(0, 600)),
+    st.builds(WriteStep, any_address, st.binary(max_size=64)),
+    st.builds(FillStep, any_address, st.integers(0, 1 << 16), st.binary(min_size=1, max_size=8)),
+    st.builds(AccessStep, any_address, st.booleans(), st.sampled_from([1, 2, 4, 8])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(valid_steps, min_size=1, max_size=5), st.booleans())
+def test_well_formed_requests_anywhere_in_the_address_space_are_answered(
+    steps: list[Step], batched: bool
+) -> None:
+    emulator = AgentEmulator(max_frame=1024)
+    emulator.respond(Frame(MsgType.HELLO, 0, Hello().encode()))
+    if batched:
+        frames = [Frame(MsgType.BATCH, 1, encode_batch(steps))]
+    else:
+        frames = [
+            Frame(msg, seq, payload) for seq, (msg, payload) in enumerate(map(encode_request, steps), 1)
+        ]
+    for frame in frames:
+        reply = FrameDecoder(65536).feed(emulator.respond(frame))[0]
+        assert isinstance(reply, Frame) and reply.seq == frame.seq
+        if reply.type == MsgType.ERROR:
+            assert decode_error(reply.payload)[0] == ErrorCode.BAD_ARGUMENT
