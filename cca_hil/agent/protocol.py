@@ -14,7 +14,7 @@ byte that is not part of a valid frame is console output. The body is
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Self
 
@@ -266,9 +266,6 @@ class MsgType(enum.IntEnum):
     """Response: the request's memory access took a synchronous exception."""
     ERROR = 0xFF
     """Response: the request was not executed (code, message)."""
-
-
-REQUEST_TYPES = frozenset(t for t in MsgType if t < RESPONSE)
 
 
 class ErrorCode(enum.IntEnum):
@@ -825,7 +822,7 @@ MSG_OF_OP = {
     StepOp.FILL: MsgType.FILL,
     StepOp.ACCESS: MsgType.ACCESS,
 }
-OP_OF_MSG = {msg: op for op, msg in MSG_OF_OP.items()}
+OP_OF_MSG: dict[int, StepOp] = {int(msg): op for op, msg in MSG_OF_OP.items()}
 
 
 def encode_request(step: Step) -> tuple[MsgType, bytes]:
@@ -835,7 +832,9 @@ def encode_request(step: Step) -> tuple[MsgType, bytes]:
 
 def decode_request(msg: int, payload: bytes) -> Step:
     """Parse the payload of a lone SMC/READ/WRITE/FILL/ACCESS request."""
-    op = OP_OF_MSG[MsgType(msg)]
+    op = OP_OF_MSG.get(msg)
+    if op is None:
+        raise ProtocolError(f"message type {msg:#x} does not carry a step")
     r = Reader(payload)
     step: Step
     if op is StepOp.WRITE:
@@ -1200,12 +1199,3 @@ class LogRecord:
         raw = r.u8()
         level = LogLevel(raw) if raw in LogLevel._value2member_map_ else LogLevel.DEBUG
         return cls(level, r.text())
-
-
-def iter_chunks(pa: int, size: int, chunk: int) -> Iterator[tuple[int, int]]:
-    """(address, length) pieces of at most ``chunk`` bytes covering ``size`` bytes from ``pa``."""
-    offset = 0
-    while offset < size:
-        length = min(chunk, size - offset)
-        yield pa + offset, length
-        offset += length
