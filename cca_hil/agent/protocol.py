@@ -359,8 +359,11 @@ class FrameDecoder:
 
     States: TEXT (bytes are console output; SOF opens a frame) and FRAME (bytes are
     collected until EOF, which closes the frame, or until the collected bytes exceed
-    what a ``max_body`` frame can take). Nothing is ever dropped: the concatenation of
-    every Text and Garbage event's data is the input with the valid frames removed.
+    what a ``max_body`` frame can take). A damaged frame is searched for a good frame
+    starting after one of its SOF bytes (a lost EOF, a stray SOF), and an over-long one
+    restarts at the SOF inside it (docs/agent-protocol.md §3.2). Nothing is ever dropped:
+    the concatenation of every Text and Garbage event's data is the input with the valid
+    frames removed.
     """
 
     def __init__(self, max_body: int = BASE_MAX_FRAME) -> None:
