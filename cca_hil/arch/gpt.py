@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from enum import IntEnum
 from functools import cached_property
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias, TypeVar
 
 from cca_hil.arch.pas import Pas
 from cca_hil.errors import InputError, TargetError
@@ -139,13 +139,16 @@ class Shareability(IntEnum):
     INNER = 0b11
 
 
+_Field = TypeVar("_Field", bound=IntEnum)
+
+
 def _field_choices(enum: type[IntEnum], width: int) -> list[str]:
     return [f"{m.value:#0{width + 2}b} ({m.name.lower()})" for m in enum]
 
 
-def _decode_field(enum: type[IntEnum], raw: int, name: str, width: int, where: str) -> int:
+def _decode_field(enum: type[_Field], raw: int, name: str, width: int, where: str) -> _Field:
     try:
-        return enum(raw).value
+        return enum(raw)
     except ValueError:
         raise GptConfigError(
             f"{name}={raw:#0{width + 2}b} is reserved", where=where, valid=_field_choices(enum, width)
@@ -221,14 +224,13 @@ class Gpccr:
                 " which is not modelled)",
                 where=where,
             )
-        sh_raw = (value >> 12) & 0b11
         return cls(
-            pps=Pps(_decode_field(Pps, value & 0b111, "PPS", 3, where)),
-            pgs=Pgs(_decode_field(Pgs, (value >> 14) & 0b11, "PGS", 2, where)),
-            l0gptsz=L0GptSz(_decode_field(L0GptSz, (value >> 20) & 0b1111, "L0GPTSZ", 4, where)),
+            pps=_decode_field(Pps, value & 0b111, "PPS", 3, where),
+            pgs=_decode_field(Pgs, (value >> 14) & 0b11, "PGS", 2, where),
+            l0gptsz=_decode_field(L0GptSz, (value >> 20) & 0b1111, "L0GPTSZ", 4, where),
             irgn=Cacheability((value >> 8) & 0b11),
             orgn=Cacheability((value >> 10) & 0b11),
-            sh=Shareability(_decode_field(Shareability, sh_raw, "SH", 2, where)),
+            sh=_decode_field(Shareability, (value >> 12) & 0b11, "SH", 2, where),
             **{name: bool(value >> bit & 1) for name, bit in _GPCCR_FLAGS.items()},
         )
 
@@ -1038,17 +1040,19 @@ _CHUNK_ENTRIES: Final = 1 << 18
 
 def _lookup_tables(
     config: Gpccr, features: GptFeatures
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
-    """Per GPI nibble: its run code (FAULT when reserved) and whether it is valid."""
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_], npt.NDArray[np.uint16]]:
+    """Per GPI nibble: its run code (FAULT when reserved) and validity; per byte: both nibbles' codes."""
     import numpy as np
 
-    valid = valid_gpis(config, features)
     codes = np.full(16, _CODE_FAULT, dtype=np.uint8)
-    ok = np.zeros(16, dtype=bool)
-    for gpi in valid:
+    valid = np.zeros(16, dtype=bool)
+    for gpi in valid_gpis(config, features):
         codes[gpi.value] = PAS_CODES.index(gpi.pas)
-        ok[gpi.value] = True
-    return codes, ok
+        valid[gpi.value] = True
+    byte = np.arange(256)
+    # Little-endian pairs, so that viewing a looked-up row as bytes gives the nibbles in field order.
+    pairs = (codes[byte & 0xF].astype("<u2") | codes[byte >> 4].astype("<u2") << 8).astype("<u2")
+    return codes, valid, pairs
 
 
 def decode_tables(
@@ -1089,12 +1093,7 @@ def decode_tables(
             f"the level-0 table [{l0_base:#x}, {l0_base + geometry.l0_table_size:#x}) is not inside the dump"
             f" ({chunks.describe()})"
         )
-    codes_lut, valid_lut = _lookup_tables(config, features)
-    # Per byte of a descriptor: the codes of its low and high nibble, as a little-endian pair.
-    nibble = np.arange(256)
-    pair_lut = (codes_lut[nibble & 0xF].astype("<u2") | codes_lut[nibble >> 4].astype("<u2") << 8).astype(
-        "<u2"
-    )
+    codes_lut, valid_lut, pair_lut = _lookup_tables(config, features)
     l0 = np.frombuffer(found[0], dtype="<u8", count=geometry.l0_entries, offset=found[1])
 
     kind = l0 & 0xF
