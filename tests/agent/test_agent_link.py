@@ -191,9 +191,11 @@ def test_write_step_larger_than_the_frame_limit_is_refused_before_sending(bench:
 
 def test_console_text_goes_to_the_log_file_as_it_arrives(bench_factory: BenchFactory) -> None:
     log = io.BytesIO()
+    trace: list[str] = []
     bench = bench_factory()
-    with bench.link(console=log) as link:
+    with bench.link(console=log, trace=trace.append) as link:
         link.smc(VERSION, 0x10000)
+    assert any(line.startswith("tx SMC seq=2 attempt=1") for line in trace)
     text = log.getvalue()
     assert text.startswith(b"NOTICE:  Booting Trusted Firmware\r\n")
     assert b"cca-hil agent 1.0 (emulator) boot 1: ready\r\n" in text
