@@ -364,7 +364,9 @@ class PowerController:
 
 def _ftdi_problem(url: str, error: BaseException) -> str:
     text = str(error) or type(error).__name__
-    if "not found" in text.lower() or "no such device" in text.lower():
+    lowered = text.lower()
+    # pyftdi words it "Device not found", "No such device" or "No USB device with S/N …".
+    if "device" in lowered and ("not found" in lowered or lowered.startswith("no ")):
         try:
             from cca_hil.probe import list_ftdi_devices
 
