@@ -738,6 +738,8 @@ def walk(
     ``strict`` also reads the whole Contiguous block the entry belongs to and
     flags it when its entries disagree (R_RSPLJH): the PE may then use any of them.
     """
+    if not 0 <= pa < 1 << 56:
+        raise ValueError(f"{pa:#x} is not a physical address")
     try:
         config, base = _as_config(gpccr, gptbr, features)
     except GptConfigError as err:

@@ -182,6 +182,17 @@ def test_builder_rejects_bad_layouts(layout: list[tuple[int, int, Pas]], match: 
         build_tables(layout, gpccr=FVP_GPCCR, gptbr=FVP_GPTBR)
 
 
+def test_builder_places_l1_tables_after_the_l0_table_by_default() -> None:
+    built = build_tables([(GB, GB + MB, Pas.REALM)], gpccr=FVP_GPCCR, gptbr=FVP_GPTBR)
+    assert sorted(built) == [FVP_L0, 0x0406_0000]  # next 128 KB boundary after the 8 KB L0 table
+
+
+@pytest.mark.parametrize(("l1_base", "match"), [(0x0406_1000, "not aligned"), (0x0404_0000, "overlaps")])
+def test_builder_rejects_bad_l1_bases(l1_base: int, match: str) -> None:
+    with pytest.raises(GptConfigError, match=match):
+        build_tables([(GB, GB + MB, Pas.REALM)], gpccr=FVP_GPCCR, gptbr=FVP_GPTBR, l1_base=l1_base)
+
+
 # -- dumps: a small GPT (4 GB PPS, 64 KB granules, 1 GB L0 regions) in one buffer
 
 SMALL = Gpccr(pps=Pps.GB_4, pgs=Pgs.KB_64, l0gptsz=L0GptSz.GB_1)

@@ -80,6 +80,21 @@ def test_l1_table_size_follows_the_reference_table(l0gptsz: L0GptSz, pgs: Pgs, s
     assert Gpccr(pps=Pps.TB_1, pgs=pgs, l0gptsz=l0gptsz).geometry.l1_table_size == size
 
 
+@pytest.mark.parametrize("pps", list(Pps))
+@pytest.mark.parametrize("l0gptsz", list(L0GptSz))
+@pytest.mark.parametrize("pgs", list(Pgs))
+def test_geometry_tiles_the_protected_space(pps: Pps, l0gptsz: L0GptSz, pgs: Pgs) -> None:
+    geometry = Gpccr(pps=pps, pgs=pgs, l0gptsz=l0gptsz).geometry
+    assert geometry.l0_entries * geometry.l0_region_size >= geometry.protected_size
+    assert geometry.l1_entries * geometry.l1_descriptor_span == geometry.l0_region_size
+    assert geometry.l1_descriptor_span == 16 * geometry.granule_size
+    assert geometry.l1_table_size == 8 * geometry.l1_entries
+    last = geometry.protected_size - 1
+    assert geometry.l0_index(last) == geometry.l0_entries - 1
+    assert geometry.l1_index(last) == geometry.l1_entries_reachable - 1
+    assert geometry.gpi_index(last) == 15
+
+
 def test_small_pps_has_one_l0_entry_and_a_4kb_aligned_table() -> None:
     geometry = GptGeometry(pps_bits=32, l0gptsz_bits=34, pgs_bits=12)
     assert geometry.l0_entries == 1

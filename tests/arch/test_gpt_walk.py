@@ -258,6 +258,12 @@ def test_gpcsc_encoding(fault: GptFault, gpcsc: int) -> None:
     assert fault.gpcsc == gpcsc
 
 
+@pytest.mark.parametrize("pa", [-1, 1 << 56])
+def test_walk_refuses_values_that_are_not_physical_addresses(pa: int) -> None:
+    with pytest.raises(ValueError, match="not a physical address"):
+        walk(pa, gpccr=GPCCR, gptbr=GPTBR, read64=Words({}))
+
+
 def test_access_must_name_one_of_the_four_pas() -> None:
     with pytest.raises(ValueError, match="four PAS"):
         granule_protection_check(0, access=Pas.ANY, gpccr=Gpccr(pps=Pps.GB_4), gptbr=1, read64=Words({}))
