@@ -451,6 +451,7 @@ class SimDap:
             self._check_sticky()
             ap, bank = self._ap()
             if ap is None:
+                self._rdbuff = 0
                 return 0
             try:
                 self._rdbuff = ap.read_reg(bank | (addr & 0xC))
