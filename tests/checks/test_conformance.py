@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cca_hil.arch.rmi_1_0 import RMI_1_0, RTT_CREATE
 from cca_hil.checks.conformance import (
@@ -129,6 +130,21 @@ def test_coverage_table_counts_every_command(rows: dict[str, CoverageRow]) -> No
     total = sum(len(row.conditions) for row in rows.values())
     stimuli = sum(row.stimuli for row in rows.values())
     print(f"{'total':24} {covered:4}/{total:<4} {stimuli:8}")
+
+
+def test_realms_of_different_files_use_different_vmids() -> None:
+    # The files run one after another on one target: a VMID taken by an earlier file's realm would
+    # turn a later file's set-up into a vmid_valid failure.
+    owner: dict[int, str] = {}
+    for path in conformance_files():
+        for step in yaml.safe_load(path.read_text(encoding="utf-8"))["steps"]:
+            params = step.get("args", {}).get("params")
+            if step.get("rmi") != "realm_create" or "expect" in step or not isinstance(params, dict):
+                continue
+            vmid = int(params["vmid"])
+            assert owner.setdefault(vmid, path.name) == path.name, (
+                f"vmid {vmid} in {owner[vmid]} and {path.name}"
+            )
 
 
 def test_suite_has_at_least_as_many_stimuli_as_the_acs(rows: dict[str, CoverageRow]) -> None:
