@@ -145,6 +145,7 @@ def test_realms_of_different_files_use_different_vmids() -> None:
             assert owner.setdefault(vmid, path.name) == path.name, (
                 f"vmid {vmid} in {owner[vmid]} and {path.name}"
             )
+    assert len(owner) > len(RMI_1_0.commands)
 
 
 def test_suite_has_at_least_as_many_stimuli_as_the_acs(rows: dict[str, CoverageRow]) -> None:
