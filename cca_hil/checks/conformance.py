@@ -237,8 +237,14 @@ def suite_cases(sequences: Iterable[Sequence], interface: RmiInterface = RMI_1_0
     """Every stimulus of the loaded suite, each attributed to the command its file tests."""
     out: list[Case] = []
     for sequence in sequences:
-        command = interface[command_of(Path(sequence.source))]
-        out.extend(cases_of(sequence, command))
+        name = command_of(Path(sequence.source))
+        if name not in interface:
+            raise CaseNameError(
+                f"{Path(sequence.source).name} is not named after the RMI command it tests",
+                where=sequence.source,
+                valid=[command.name for command in interface.commands],
+            )
+        out.extend(cases_of(sequence, interface[name]))
     return out
 
 

@@ -221,6 +221,13 @@ steps:
     assert "gran_state" in str(caught.value)
 
 
+def test_a_suite_file_not_named_after_a_command_is_refused() -> None:
+    sequence = load_sequence_text("sequence: stray\nsteps: []\n", source="rtt_crate.yaml")
+    with pytest.raises(CaseNameError) as caught:
+        suite_cases([sequence])
+    assert caught.value.valid is not None and "rtt_create" in caught.value.valid
+
+
 def test_a_case_asserting_another_condition_fails_on_the_model() -> None:
     path = next(p for p in conformance_files() if p.stem == "granule_delegate")
     case = "{name: gran_gpt__root, rmi: granule_delegate, args: {addr: platform.root_granule}, "
