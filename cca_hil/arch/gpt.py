@@ -658,6 +658,10 @@ class GptFault:
     kind: GptFaultKind
     level: int
 
+    def __post_init__(self) -> None:
+        if self.level not in (0, 1):
+            raise ValueError(f"a GPT has levels 0 and 1, not {self.level}")
+
     @property
     def gpcsc(self) -> int:
         """ESR_EL3.ISS.GPCSC for a GPC exception (DDI0487 D24.2.47)."""
