@@ -39,7 +39,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Self, cast
 
 from cca_hil.errors import ProfileError, TargetError, TransportError
@@ -51,15 +51,19 @@ ACTIONS: tuple[PowerAction, ...] = ("on", "off", "cycle", "reset")
 MAX_SETTLE = 600.0
 """Longest settle delay accepted (seconds): every wait is bounded."""
 
-_LINE_SCHEMA = {"pin": int, "active": str}
-POWER_PARAMS: Mapping[str, Any] = {
-    "gpio": {"url": str, "power": _LINE_SCHEMA, "reset": _LINE_SCHEMA, "boot": _LINE_SCHEMA},
-    "boot_mode": bool,
-    "settle": {"off": float, "power": float, "reset": float, "boot": float},
-    "sequence": dict.fromkeys(ACTIONS, list),
-    "commands": dict.fromkeys(ACTIONS, list),
-    "timeout": float,
-}
+_LINE_SCHEMA = MappingProxyType({"pin": int, "active": str})
+POWER_PARAMS: Mapping[str, Any] = MappingProxyType(
+    {
+        "gpio": MappingProxyType(
+            {"url": str, "power": _LINE_SCHEMA, "reset": _LINE_SCHEMA, "boot": _LINE_SCHEMA}
+        ),
+        "boot_mode": bool,
+        "settle": MappingProxyType({"off": float, "power": float, "reset": float, "boot": float}),
+        "sequence": MappingProxyType(dict.fromkeys(ACTIONS, list)),
+        "commands": MappingProxyType(dict.fromkeys(ACTIONS, list)),
+        "timeout": float,
+    }
+)
 """Profile schema of a ``power:`` section (see :func:`cca_hil.profiles.validate`)."""
 
 _STEP = re.compile(

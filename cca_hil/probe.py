@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Self
 
 from cca_hil.arch.pas import Pas
@@ -34,13 +34,9 @@ AP_KINDS: tuple[ApKind, ...] = ("mem", "axi", "ahb", "apb")
 PROBE_PAS: tuple[Pas, ...] = (Pas.NONSECURE, Pas.SECURE)
 """The only PAS a MEM-AP can select; Realm and Root are unreachable from a debugger."""
 
-PROBE_PARAMS: Mapping[str, Any] = {
-    "unique_id": str,
-    "ap": int,
-    "ap_kind": str,
-    "pas": str,
-    "frequency": int,
-}
+PROBE_PARAMS: Mapping[str, Any] = MappingProxyType(
+    {"unique_id": str, "ap": int, "ap_kind": str, "pas": str, "frequency": int}
+)
 """Profile schema of a ``probe:`` section (see :func:`cca_hil.profiles.validate`)."""
 
 CHUNK = 64 * 1024
@@ -468,6 +464,19 @@ class ProbeSession:
             self._session.target.reset()
         except exceptions.Error as error:
             raise TransportError(f"{self.name}: reset failed: {error}") from error
+
+
+def rich_progress(progress: Any) -> ProgressFn:
+    """A :data:`ProgressFn` that drives one task per phase of a caller-owned ``rich.progress.Progress``."""
+    tasks: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        task = tasks.get(phase)
+        if task is None:
+            task = tasks[phase] = progress.add_task(phase, total=total)
+        progress.update(task, completed=done, total=total)
+
+    return update
 
 
 def open_probe(config: ProbeConfig) -> ProbeSession:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 import subprocess
 import sys
@@ -10,13 +11,15 @@ from pathlib import Path
 
 import pytest
 from intelhex import IntelHex
+from rich.console import Console
+from rich.progress import Progress
 from test_images import elf64
 
 from cca_hil.arch.pas import Pas
 from cca_hil.arch.rmi_1_0 import GRANULE_DELEGATE
 from cca_hil.errors import EXIT_BAD_INPUT, EXIT_TARGET, InputError, ProfileError, TargetError, TransportError
 from cca_hil.model.machine import Machine
-from cca_hil.probe import ProbeConfig, ProbeSession, list_debug_probes, list_devices
+from cca_hil.probe import ProbeConfig, ProbeSession, list_debug_probes, list_devices, rich_progress
 from cca_hil.sim.dap import ENV_PROBES, SimDap, SimMemAp, plugged
 
 UID = "CCASIM-T1"
@@ -380,3 +383,13 @@ def test_bad_probe_params_are_profile_errors(params: dict[str, object], message:
     with pytest.raises(ProfileError, match=message) as info:
         ProbeConfig.from_params(params)
     assert info.value.exit_code == EXIT_BAD_INPUT
+
+
+def test_rich_progress_gets_one_task_per_phase(probe: ProbeSession, tmp_path: Path) -> None:
+    console = Console(file=io.StringIO(), force_terminal=False)
+    path = tmp_path / "img.bin"
+    path.write_bytes(pattern(300_000))
+    with Progress(console=console, auto_refresh=False) as progress:
+        probe.load_file(path, address=NS_DRAM, progress=rich_progress(progress))
+        tasks = {task.description: (task.completed, task.total) for task in progress.tasks}
+    assert tasks == {"load": (300_000, 300_000), "verify": (300_000, 300_000)}

@@ -29,10 +29,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from cca_hil.arch.pas import Pas
 from cca_hil.model.memory import PhysicalMemory
+
+if TYPE_CHECKING:
+    from cca_hil.model.machine import Machine
 
 PLUGIN_NAME = "ccasim"
 """pyOCD probe-type name; ``ccasim:ID`` selects a simulated probe explicitly."""
@@ -367,7 +370,7 @@ class SimDap:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_machine(cls, unique_id: str, machine: Any) -> SimDap:
+    def for_machine(cls, unique_id: str, machine: Machine) -> SimDap:
         """A probe on the model: the AXI-AP reaches ``machine.memory`` through its GPT check."""
         return cls(unique_id, memory=machine.memory, gpc=machine.gpt.check)
 
