@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyftdi.usbtools import UsbTools
 
 from cca_hil.errors import EXIT_BAD_INPUT, EXIT_TARGET, ProfileError, TargetError, TransportError
 from cca_hil.power import POWER_PARAMS, PowerConfig, PowerController, Step
-from cca_hil.probe import list_ftdi_devices
+from cca_hil.probe import list_devices, list_ftdi_devices
 from cca_hil.profiles import validate
+from cca_hil.sim.dap import ENV_PROBES, SimDap
+from cca_hil.sim.dap import plugged as plugged_daps
 from cca_hil.sim.ftdi import VirtualFtdi, plugged
 
 POWER, RESET, BOOT = 0, 1, 2
@@ -295,3 +298,25 @@ def test_unknown_power_key_is_rejected_by_the_schema() -> None:
 def test_step_text_round_trips() -> None:
     for text in ("power=on@0.5", "reset=off", "wait@2", "boot=on@0.01"):
         assert str(Step.parse(text, where="x")) == text
+
+
+def test_probe_list_shows_debug_probes_and_ftdi_interfaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_PROBES, raising=False)
+    with plugged(VirtualFtdi("ft232h", "FTCCA001")), plugged_daps(SimDap("CCASIM-L1")):
+        listing = list_devices()
+    assert listing.problems == ()
+    assert [(d.kind, d.unique_id, d.url) for d in listing.devices] == [
+        ("debug-probe", "CCASIM-L1", None),
+        ("ftdi", "FTCCA001", "ftdi://ftdi:232h:FTCCA001/1"),
+    ]
+    assert listing.devices[1].description == "Single RS232-HS"
+
+
+def test_probe_list_reports_a_source_it_cannot_ask(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pyftdi pointed at a USB backend module that has no bus: what a host without libusb looks like.
+    monkeypatch.setattr(UsbTools, "BACKENDS", ("cca_hil.sim.ftdi",))
+    UsbTools.flush_cache()
+    listing = list_devices()
+    assert listing.problems == (
+        "pyftdi cannot enumerate USB devices: No backend available (is libusb-1.0 installed?)",
+    )
