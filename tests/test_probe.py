@@ -121,6 +121,17 @@ def test_plugin_prefix_selects_the_simulated_probe(dap: SimDap) -> None:
     assert dap.memory.read(NS_DRAM, 8) == b"\x5a" * 8
 
 
+def test_unpowered_target_is_transport_error_and_connects_once_powered(dap: SimDap) -> None:
+    dap.powered = False
+    with pytest.raises(TransportError) as info:
+        ProbeSession(ProbeConfig(UID)).open()
+    assert one_line(info.value).startswith(f"probe {UID} AP#0: cannot connect: Target not detected")
+    assert info.value.exit_code == EXIT_TARGET
+    dap.powered = True
+    with ProbeSession(ProbeConfig(UID)) as session:
+        assert session.pas is Pas.NONSECURE
+
+
 def test_session_needs_no_core_and_closes_cleanly(dap: SimDap) -> None:
     session = ProbeSession(ProbeConfig(UID))
     session.open()

@@ -126,6 +126,10 @@ class DapCounters:
         self.dp_reads = self.dp_writes = self.ap_reads = self.ap_writes = self.faults = 0
 
 
+class DapNoAck(Exception):
+    """No acknowledge at all: nothing answers on the wire (the target is unpowered or unplugged)."""
+
+
 class DapFault(Exception):
     """A FAULT acknowledge on the wire; ``address`` is the bus error's address when one caused it."""
 
@@ -364,6 +368,8 @@ class SimDap:
         self.counters = DapCounters()
         self.resets = 0
         self.reset_asserted = False
+        self.powered = True
+        """False: the target is unpowered and no DP answers (every access gets no ACK)."""
         self._select = 0
         self._ctrl_stat = 0
         self._rdbuff = 0
@@ -389,10 +395,15 @@ class SimDap:
 
     # -- DP --------------------------------------------------------------------
 
+    def _check_powered(self) -> None:
+        if not self.powered:
+            raise DapNoAck("no ACK from the target (not powered?)")
+
     def read_dp(self, addr: int) -> int:
         """A DP register read."""
         with self._lock:
             self.counters.dp_reads += 1
+            self._check_powered()
             if addr == DP_IDR_ABORT:
                 return DPIDR
             if addr == DP_CTRL_STAT:
@@ -408,6 +419,7 @@ class SimDap:
         """A DP register write."""
         with self._lock:
             self.counters.dp_writes += 1
+            self._check_powered()
             if addr == DP_IDR_ABORT:
                 clear = 0
                 if value & ABORT_STKERRCLR:
@@ -436,7 +448,8 @@ class SimDap:
         self.counters.faults += 1
         return DapFault("FAULT acknowledge (CTRL/STAT.STICKYERR set)")
 
-    def _check_sticky(self) -> None:
+    def _check_ap_access(self) -> None:
+        self._check_powered()
         # Once STICKYERR is set every AP access is refused until ABORT clears it (IHI0031 B4.2.5).
         if self._ctrl_stat & CTRL_STICKYERR:
             raise self._fault_ack()
@@ -451,7 +464,7 @@ class SimDap:
         """An AP register read through the AP and bank DP SELECT names."""
         with self._lock:
             self.counters.ap_reads += 1
-            self._check_sticky()
+            self._check_ap_access()
             ap, bank = self._ap()
             if ap is None:
                 self._rdbuff = 0
@@ -466,7 +479,7 @@ class SimDap:
         """An AP register write."""
         with self._lock:
             self.counters.ap_writes += 1
-            self._check_sticky()
+            self._check_ap_access()
             ap, bank = self._ap()
             if ap is None:
                 return
@@ -478,7 +491,7 @@ class SimDap:
     def write_ap_multiple(self, addr: int, values: Sequence[int]) -> None:
         """Repeated writes of one AP register; a DRW word stream goes through the block path."""
         with self._lock:
-            self._check_sticky()
+            self._check_ap_access()
             ap, bank = self._ap()
             reg = bank | (addr & 0xC)
             if ap is not None and reg == AP_DRW and ap.transfer_bytes == 4 and ap.increments:
@@ -497,7 +510,7 @@ class SimDap:
     def read_ap_multiple(self, addr: int, count: int) -> list[int]:
         """Repeated reads of one AP register; a DRW word stream goes through the block path."""
         with self._lock:
-            self._check_sticky()
+            self._check_ap_access()
             ap, bank = self._ap()
             reg = bank | (addr & 0xC)
             if ap is not None and reg == AP_DRW and ap.transfer_bytes == 4 and ap.increments:

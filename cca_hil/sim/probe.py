@@ -15,7 +15,7 @@ from pyocd.core import exceptions
 from pyocd.core.plugin import Plugin
 from pyocd.probe.debug_probe import DebugProbe
 
-from cca_hil.sim.dap import PLUGIN_NAME, DapFault, SimDap, connected_daps
+from cca_hil.sim.dap import PLUGIN_NAME, DapFault, DapNoAck, SimDap, connected_daps
 
 
 class SimProbe(DebugProbe):  # type: ignore[misc]
@@ -117,18 +117,24 @@ class SimProbe(DebugProbe):  # type: ignore[misc]
 
     def read_dp(self, addr: int, now: bool = True) -> int | Callable[[], int]:
         """Read a DP register (deferred when ``now`` is False)."""
-        value = self.dap.read_dp(addr)
+        try:
+            value = self.dap.read_dp(addr)
+        except (DapFault, DapNoAck) as fault:
+            return _fail(fault, now)
         return value if now else (lambda: value)
 
     def write_dp(self, addr: int, data: int) -> None:
         """Write a DP register."""
-        self.dap.write_dp(addr, data)
+        try:
+            self.dap.write_dp(addr, data)
+        except (DapFault, DapNoAck) as fault:
+            raise _transfer_error(fault) from None
 
     def read_ap(self, addr: int, now: bool = True) -> int | Callable[[], int]:
         """Read an AP register; a FAULT surfaces when the value is collected, as with a batching probe."""
         try:
             value = self.dap.read_ap(addr)
-        except DapFault as fault:
+        except (DapFault, DapNoAck) as fault:
             return _fail(fault, now)
         return value if now else (lambda: value)
 
@@ -136,8 +142,8 @@ class SimProbe(DebugProbe):  # type: ignore[misc]
         """Write an AP register."""
         try:
             self.dap.write_ap(addr, data)
-        except DapFault as fault:
-            raise _transfer_fault(fault) from None
+        except (DapFault, DapNoAck) as fault:
+            raise _transfer_error(fault) from None
 
     def read_ap_multiple(
         self, addr: int, count: int = 1, now: bool = True
@@ -145,7 +151,7 @@ class SimProbe(DebugProbe):  # type: ignore[misc]
         """Read an AP register ``count`` times."""
         try:
             values = self.dap.read_ap_multiple(addr, count)
-        except DapFault as fault:
+        except (DapFault, DapNoAck) as fault:
             return _fail(fault, now)
         return values if now else (lambda: values)
 
@@ -153,16 +159,18 @@ class SimProbe(DebugProbe):  # type: ignore[misc]
         """Write an AP register once per value."""
         try:
             self.dap.write_ap_multiple(addr, values)
-        except DapFault as fault:
-            raise _transfer_fault(fault) from None
+        except (DapFault, DapNoAck) as fault:
+            raise _transfer_error(fault) from None
 
 
-def _transfer_fault(fault: DapFault) -> exceptions.TransferFaultError:
+def _transfer_error(fault: DapFault | DapNoAck) -> exceptions.TransferError:
+    if isinstance(fault, DapNoAck):
+        return exceptions.TransferError(str(fault))
     return exceptions.TransferFaultError(str(fault), fault_address=fault.address)
 
 
-def _fail(fault: DapFault, now: bool) -> Callable[[], Any]:
-    error = _transfer_fault(fault)
+def _fail(fault: DapFault | DapNoAck, now: bool) -> Callable[[], Any]:
+    error = _transfer_error(fault)
     if now:
         raise error
 
