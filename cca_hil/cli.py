@@ -701,8 +701,13 @@ def conformance(
     from cca_hil.checks.conformance import conformance_sequences
 
     settings = _settings(ctx)
-    names = [n.strip().lower().replace("-", "_") for item in only or () for n in item.split(",") if n.strip()]
-    sequences = conformance_sequences(names or None)
+    names = [n.strip() for item in only or () for n in item.split(",") if n.strip()]
+    try:
+        sequences = conformance_sequences(names or None)
+    except InputError as exc:
+        if exc.where is not None:
+            raise
+        raise InputError(exc.what, where="--only", valid=exc.valid) from exc
     result = _run(
         settings, command="conformance", sequences=sequences, json_path=json_path, junit_path=junit_path
     )

@@ -362,3 +362,50 @@ def test_profile_comes_from_cca_hil_profile_and_may_be_a_path(workdir: Path) -> 
     shown = runner.invoke(app, ["profiles", "show", "./tfrmm-like.yaml"])
     assert shown.exit_code == 0, shown.stderr
     assert "rmm.quirks" in shown.stdout and "tfrmm-like.yaml:6" in shown.stdout
+
+
+# -- conformance ---------------------------------------------------------------------------------------
+
+
+def test_conformance_passes_on_the_model_and_writes_json_and_junit(workdir: Path) -> None:
+    result = runner.invoke(
+        app, ["-q", "--run-dir", "out", "conformance", "--json", "c.json", "--junit", "c.xml"]
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("conformance: ")
+    document = json.loads((workdir / "c.json").read_text())
+    assert document["command"] == "conformance"
+    commands = {
+        s["source"].rsplit("/", 1)[-1].split("__")[0].removesuffix(".yaml") for s in document["sequences"]
+    }
+    assert {"granule_delegate", "realm_create", "rtt_create", "data_create"} <= commands
+    root = ET.parse(workdir / "c.xml").getroot()
+    assert root.get("failures") == "0" and int(root.get("tests", "0")) == sum(document["counts"].values())
+    assert (workdir / "out" / "result.json").is_file()
+
+
+def test_conformance_only_runs_the_named_commands(workdir: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "--run-dir",
+            "out",
+            "conformance",
+            "--only",
+            "granule-delegate,granule_undelegate",
+            "--only",
+            "version",
+        ],
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    document = json.loads((workdir / "out" / "result.json").read_text())
+    sources = sorted(Path(s["source"]).stem for s in document["sequences"])
+    assert sources == ["granule_delegate", "granule_undelegate", "version"]
+
+
+def test_conformance_only_of_an_unknown_command_is_bad_input(workdir: Path) -> None:
+    result = runner.invoke(app, ["conformance", "--only", "granule-frobnicate"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("cca-hil: error: no RMI command 'granule_frobnicate'")
+    assert "(--only)" in result.stderr and "granule_delegate" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
