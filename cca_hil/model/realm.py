@@ -9,8 +9,9 @@ leave a REC in the state a REC exit leaves it in.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cca_hil.arch.measurement import MEASUREMENT_SIZE, MEASUREMENT_SLOTS
 from cca_hil.arch.rmi import HashAlgorithm, RealmState, RecExitReason, RecState, Ripas
@@ -39,6 +40,50 @@ class PsciRequest:
     def is_cpu_on(self) -> bool:
         """True for PSCI_CPU_ON (SMC32 or SMC64)."""
         return self.fid in PSCI_CPU_ON_FIDS
+
+
+class ActionObserver(Protocol):
+    """Whoever wants to know what became of one realm action (the sequence runner's RealmAction)."""
+
+    def start(self) -> None:
+        """The realm performed the action (it retired, or the REC exited because of it)."""
+        ...
+
+    def complete(self, registers: Iterable[int]) -> None:
+        """The realm observed the action's outcome: X0.. (or the one register an access loaded)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A realm call that exited to the Host and whose result the realm sees when the REC next runs."""
+
+    observer: ActionObserver | None
+    registers: int = 4
+    """How many of X0.. the realm observes (9 for the commands whose output spans X1..X8)."""
+    host_call_ipa: int | None = None
+    """IPA of the RsiHostCall of an RSI_HOST_CALL: the realm also observes the gprs the RMM wrote back."""
+
+
+@dataclass(slots=True)
+class TokenProgress:
+    """RSI attestation state of a REC (RMM 1.0 B5.3.2/3): IN_PROGRESS while this exists."""
+
+    challenge: bytes
+    claims: bytes
+    """The Realm token's payload, built (measurements sampled) at RSI_ATTESTATION_TOKEN_INIT."""
+    token: bytes | None = None
+    """The CCA token once the first TOKEN_CONTINUE signed it."""
+    offset: int = 0
+    """Bytes of the token already delivered."""
+
+
+@dataclass(frozen=True, slots=True)
+class InjectedException:
+    """An exception the RMM injected into the Realm instead of a REC exit (vector offset, ESR_EL1)."""
+
+    vector: int
+    esr_el1: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +130,13 @@ class Rec:
     """IPA of the RsiHostCall of a Host call awaiting the Host's answer."""
     entries: int = 0
     """How many times the REC was entered successfully."""
+    in_flight: InFlight | None = None
+    """The realm call awaiting the Host (RIPAS change, Host call, PSCI), observed at the next run."""
+    faulted: object | None = None
+    """The realm action whose abort the REC last exited with (PC not advanced; retried unless resolved)."""
+    attestation: TokenProgress | None = None
+    injected: InjectedException | None = None
+    """The last exception the RMM injected into the Realm (observable only on the model)."""
 
     @property
     def ripas_change_pending(self) -> bool:
@@ -112,6 +164,12 @@ class Rec:
         gprs = (request.fid, request.target_mpidr) + (0,) * (GPR_COUNT - 2)
         return RecExit(exit_reason=RecExitReason.PSCI, gprs=gprs)
 
+    def exit_psci_notify(self, fid: int) -> RecExit:
+        """The Realm issued PSCI_CPU_SUSPEND or PSCI_CPU_OFF: the Host is told, nothing is pending (§8)."""
+        self._clear_abort()
+        self._close_ripas_change()
+        return RecExit(exit_reason=RecExitReason.PSCI, gprs=(fid,) + (0,) * (GPR_COUNT - 1))
+
     def exit_system_off(self, fid: int) -> RecExit:
         """The Realm issued PSCI_SYSTEM_OFF or SYSTEM_RESET: it is off for good (RMM 1.0 A2.1.5)."""
         self.owner.state = RealmState.SYSTEM_OFF
@@ -128,19 +186,30 @@ class Rec:
         return RecExit(exit_reason=RecExitReason.HOST_CALL, imm=imm, gprs=padded)
 
     def exit_data_abort(
-        self, *, esr: int, hpfar: int, far: int = 0, unprotected: bool, emulatable: EmulatableAbort | None
+        self,
+        *,
+        esr: int,
+        hpfar: int,
+        far: int = 0,
+        unprotected: bool,
+        emulatable: EmulatableAbort | None,
+        store_value: int = 0,
     ) -> RecExit:
-        """A stage-2 data abort the Host must see; ``emulatable`` when the Host may emulate it (A4.3)."""
+        """A stage-2 abort the Host must see; ``emulatable`` when the Host may emulate it (A4.3).
+
+        ``store_value`` is the data of an emulatable store, reported in ``exit.gprs[0]``.
+        """
         self._close_ripas_change()
         self.unprotected_abort = unprotected
         self.emulatable_abort = emulatable
-        return RecExit(exit_reason=RecExitReason.SYNC, esr=esr, far=far, hpfar=hpfar)
+        gprs = (store_value,) + (0,) * (GPR_COUNT - 1)
+        return RecExit(exit_reason=RecExitReason.SYNC, esr=esr, far=far, hpfar=hpfar, gprs=gprs)
 
-    def exit_plain(self, reason: RecExitReason) -> RecExit:
-        """An exit that leaves nothing pending (IRQ, FIQ, SError, WFx …)."""
+    def exit_plain(self, reason: RecExitReason, *, esr: int = 0) -> RecExit:
+        """An exit that leaves nothing pending (IRQ, FIQ, SError, WFx …); ``esr`` for SError and WFx."""
         self._clear_abort()
         self._close_ripas_change()
-        return RecExit(exit_reason=reason)
+        return RecExit(exit_reason=reason, esr=esr)
 
     def _clear_abort(self) -> None:
         self.emulatable_abort = None

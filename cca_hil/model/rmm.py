@@ -28,7 +28,6 @@ from cca_hil.arch.rmi import (
     GranuleState,
     HashAlgorithm,
     RealmState,
-    RecExitReason,
     RecState,
     Ripas,
     RmiCommand,
@@ -44,11 +43,13 @@ from cca_hil.arch.structs import (
     RecExit,
     rec_mpidr_index,
 )
+from cca_hil.model.attestation import AttestationConfig, PlatformAttestation
 from cca_hil.model.gpt import GranuleProtection
 from cca_hil.model.memory import PhysicalMemory
 from cca_hil.model.monitor import Monitor
 from cca_hil.model.platform import PlatformConfig, RmmConfig
 from cca_hil.model.realm import GPR_COUNT, PSCI_AFFINITY_INFO_FIDS, Realm, Rec
+from cca_hil.model.realm_exec import RealmExecution
 from cca_hil.model.rtt import (
     DESC_ATTR_MASK,
     DESC_MEMATTR,
@@ -93,6 +94,8 @@ _PSCI_OFF = 1
 _PSCI_DENIED = -3
 _PSCI_ALREADY_ON = -4
 
+_EXIT_IMM = 0x600
+"""RmiRecExit.imm, relative to the exit half of RecRun."""
 _ESR_EC_DABT_LOWER = 0x24
 _DFSC_TRANSLATION_L0 = 0x04
 
@@ -168,6 +171,16 @@ class Rmm:
         self._max_recs = (1 << config.max_recs_order) - 1
         self.last_condition: str | None = None
         """Spec label of the failure condition the last command reported (None on success)."""
+        self.last_rsi_condition: str | None = None
+        """Spec label of the failure condition the Realm's last RSI command met (None on success)."""
+        self.attestation = PlatformAttestation.build(
+            seed=platform.seed,
+            config=AttestationConfig(),
+            platform_config=config.feature_register_0().to_bytes(8, "little"),
+        )
+        """What EL3 provides for attestation: the RAK and the platform token (profile data, §10.4)."""
+        self.realm_exec = RealmExecution(self)
+        """Runs RECs: the realm payload's actions and the RMM's RSI/PSCI handling."""
         self.calls = 0
         self._handlers: dict[int, Handler] = {}
         self._commands: dict[str, RmiCommand] = {}
@@ -621,7 +634,7 @@ class Rmm:
         rec.state = RecState.RUNNING
         try:
             self._complete_exit(rec, flags, gprs)
-            exit_ = self._run(rec)
+            exit_ = self._run(rec, flags)
         finally:
             rec.state = RecState.READY
         rec.entries += 1
@@ -667,26 +680,44 @@ class Rmm:
             rec.gprs[0:3] = [_RSI_SUCCESS, rec.ripas_addr, _RSI_REJECT if rejected else _RSI_ACCEPT]
             rec.ripas_addr = rec.ripas_top = 0
         if rec.host_call_pending is not None:
-            pa = self._realm_ram_pa(rec.owner, rec.host_call_pending)
+            ipa = rec.host_call_pending
+            pa = self.realm_ram_pa(rec.owner, ipa)
             if pa is not None:
                 self.memory.write(pa + 8, struct.pack("<31Q", *gprs))
                 rec.gprs[0] = _RSI_SUCCESS
                 rec.host_call_pending = None
+            elif rec.owner.walk(ipa, PAGE_LEVEL).entry.ripas is Ripas.EMPTY:
+                # rmm-abi.md §6.2 (spec silent): TF-RMM drops the answer for a page that became EMPTY
+                # and leaves the Realm's X0 as it was.
+                rec.host_call_pending = None
 
-    def _run(self, rec: Rec) -> RecExit:
-        """Run the REC until it exits.
+    def _run(self, rec: Rec, flags: int) -> RecExit:
+        """Run the REC until it exits (realm execution, ``model/realm_exec.py``).
 
-        Realm execution is not modelled yet; RMM 1.0 allows an implementation to
-        return at once with an IRQ exit (RMM 1.0 B3.3, RMI_REC_ENTER), which is what happens here —
-        unless a Host call's answer could not be delivered, which exits with the
-        synthetic stage-2 abort TF-RMM reports for it (rmm-abi.md §7.2).
+        A Host call whose answer could not be delivered exits at once with the
+        synthetic stage-2 abort TF-RMM reports for it (rmm-abi.md §6.2, §7.2).
         """
+        self.last_rsi_condition = None
         if rec.host_call_pending is not None:
-            ipa = rec.host_call_pending
-            level = rec.owner.walk(ipa, PAGE_LEVEL).level
-            esr = (_ESR_EC_DABT_LOWER << 26) | (_DFSC_TRANSLATION_L0 + level)
-            return rec.exit_data_abort(esr=esr, hpfar=ipa >> 8, unprotected=False, emulatable=None)
-        return rec.exit_plain(RecExitReason.IRQ)
+            self.realm_exec.staged.pop(rec.addr, None)
+            return self.synthetic_abort(rec, rec.host_call_pending)
+        return self.realm_exec.run(rec, flags)
+
+    def synthetic_abort(self, rec: Rec, ipa: int) -> RecExit:
+        """The stage-2 data abort exit TF-RMM makes when RSI must touch an unmapped Realm page (§7.2).
+
+        ``hpfar`` is ``ipa >> 8`` exactly as TF-RMM computes it (it keeps IPA bits below the page).
+        """
+        level = rec.owner.walk(ipa, PAGE_LEVEL).level
+        esr = (_ESR_EC_DABT_LOWER << 26) | (_DFSC_TRANSLATION_L0 + level)
+        return rec.exit_data_abort(esr=esr, hpfar=ipa >> 8, unprotected=False, emulatable=None)
+
+    def rec_of(self, realm: Realm, mpidr: int) -> Rec | None:
+        """The REC of ``realm`` whose RmiRecMpidr is ``mpidr`` (the Realm names RECs by MPIDR)."""
+        for rec in self.recs.values():
+            if rec.owner is realm and rec.mpidr == mpidr:
+                return rec
+        return None
 
     def _write_exit(self, run_ptr: int, exit_: RecExit, hcr: int, lrs: tuple[int, ...]) -> None:
         """Write RmiRecExit back to the Host's RecRun (the GIC state is always reported)."""
@@ -706,8 +737,11 @@ class Rmm:
             imm=exit_.imm,
         )
         self.memory.write(run_ptr + REC_RUN_EXIT_OFFSET, report.pack())
+        if self.tf_rmm:
+            # TF-RMM stores 32 bits of the Host call immediate in its 8-byte slot (spec: UInt16).
+            self.memory.write(run_ptr + REC_RUN_EXIT_OFFSET + _EXIT_IMM, struct.pack("<Q", exit_.imm))
 
-    def _realm_ram_pa(self, realm: Realm, ipa: int) -> int | None:
+    def realm_ram_pa(self, realm: Realm, ipa: int) -> int | None:
         """PA behind a Protected IPA the Realm can access (ASSIGNED with RIPAS RAM), else None."""
         if ipa >= realm.protected_top:
             return None
@@ -756,6 +790,9 @@ class Rmm:
                 target.gprs[0] = request.context
                 target.pc = request.entry
                 target.runnable = True
+                # A REC that turned itself off never sees its PSCI_CPU_OFF return; it starts afresh.
+                target.in_flight = None
+                target.faulted = None
                 self._psci_result(calling, _PSCI_SUCCESS)
         elif request.fid in PSCI_AFFINITY_INFO_FIDS:
             self._psci_result(calling, _PSCI_SUCCESS if on else _PSCI_OFF)

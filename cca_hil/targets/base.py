@@ -9,11 +9,11 @@ lacks raises :class:`~cca_hil.errors.CapabilityError`, which callers turn into a
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self
 
 from cca_hil.arch.pas import Pas
 from cca_hil.errors import CapabilityError
@@ -151,6 +151,45 @@ AccessOp = Literal["read", "write"]
 PowerAction = Literal["on", "off", "cycle"]
 
 
+class RealmActionLike(Protocol):
+    """One thing a realm does in a REC entry, as a target receives it (DESIGN.md "Realm execution").
+
+    ``kind`` is ``rsi``, ``psci``, ``smc``, ``mmio``, ``hvc``, ``wfi``, ``wfe``,
+    ``sysreg``, ``irq``, ``fiq`` or ``serror``; ``args`` are resolved (ints,
+    ``bytes`` for 64-byte values, ``{n: value}`` for gprs). The target calls
+    ``start()`` when the realm performed the action and ``complete()`` with X0..
+    (or the one register an access loaded) when the realm observed its result.
+    """
+
+    @property
+    def kind(self) -> str:
+        """The action's kind."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """RSI/PSCI function name, ``read``/``write`` for mmio, register name for sysreg."""
+        ...
+
+    @property
+    def fid(self) -> int | None:
+        """Function identifier of an SMC-based action."""
+        ...
+
+    @property
+    def args(self) -> Mapping[str, Any]:
+        """Resolved arguments by name."""
+        ...
+
+    def start(self) -> None:
+        """The realm performed the action."""
+        ...
+
+    def complete(self, registers: Iterable[int]) -> None:
+        """The realm observed the outcome."""
+        ...
+
+
 class Target(abc.ABC):
     """A thing cca-hil can drive: the built-in model, an FVP, QEMU, a board.
 
@@ -243,7 +282,11 @@ class Target(abc.ABC):
         return None
 
     def realm_enter(self, rec_pa: int, run_pa: int, actions: Sequence[Any] = ()) -> tuple[int, ...]:
-        """RMI_REC_ENTER through the agent, the realm payload performing ``actions``."""
+        """RMI_REC_ENTER through the agent, the realm payload performing ``actions``.
+
+        Each action is shaped like :class:`RealmActionLike` (typed ``Any`` here so that
+        callers may pass their own action class without importing this protocol).
+        """
         raise CapabilityError(Capability.REALM_EXEC, self.name)
 
     def load(self, image: Path, address: int | None = None) -> None:

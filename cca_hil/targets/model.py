@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import importlib.util
+import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from cca_hil.arch.pas import Pas
-from cca_hil.arch.rmi import RmiStatus
+from cca_hil.arch.rmi import GRANULE_SIZE, RmiStatus
+from cca_hil.arch.rsi_1_0 import HOST_CALL_GPRS, RSI_1_0, WIDE_REGISTERS, psci_function, wide_to_registers
+from cca_hil.errors import InputError
+from cca_hil.model.attestation import AttestationConfig, PlatformAttestation
 from cca_hil.model.machine import Machine
 from cca_hil.model.platform import PlatformConfig
+from cca_hil.model.realm import Realm
+from cca_hil.model.realm_exec import (
+    Action,
+    Hvc,
+    Interrupt,
+    MemoryAccess,
+    RealmStep,
+    SmcCall,
+    SysregRead,
+    SystemError,
+    WaitFor,
+    default_host_call_ipa,
+)
 from cca_hil.targets.base import (
     AccessOp,
     AccessResult,
     Capability,
+    RealmActionLike,
     Target,
     TargetInfo,
 )
@@ -22,6 +42,9 @@ if TYPE_CHECKING:
 
 RMI_VERSION_FID = 0xC400_0150
 RMI_FEATURES_FID = 0xC400_0165
+RMI_REC_ENTER_FID = 0xC400_015C
+MMIO_REGISTER = 1
+"""The payload's transfer register for MMIO loads and stores (and trapped register reads)."""
 
 _REGION_SCHEMA = {"name": str, "base": int, "size": int, "kind": str, "pas": str}
 
@@ -39,6 +62,7 @@ class ModelTarget(Target):
         "mecid_bits": int,
         "regions": list,
         "granule_pool": list,
+        "attestation": {"keys": str, "platform_token": str},
         "rmm": {
             "version": int,
             "quirks": str,
@@ -64,14 +88,35 @@ class ModelTarget(Target):
 
     def __init__(self, *, profile: Profile, run_dir: Path | None = None) -> None:
         super().__init__(profile=profile, run_dir=run_dir)
-        self.config = PlatformConfig.from_params({"name": profile.name, **profile.params})
-        self.machine = Machine(self.config)
+        params = {k: v for k, v in profile.params.items() if k != "attestation"}
+        self.config = PlatformConfig.from_params({"name": profile.name, **params})
+        self.attestation_config = AttestationConfig.from_params(dict(profile.params.get("attestation", {})))
+        self.machine = self._machine()
+
+    def _machine(self) -> Machine:
+        """A freshly booted platform whose EL3 holds the attestation data the profile chose."""
+        machine = Machine(self.config)
+        machine.rmm.attestation = PlatformAttestation.build(
+            seed=self.config.seed,
+            config=self.attestation_config,
+            platform_config=self.config.rmm.feature_register_0().to_bytes(8, "little"),
+        )
+        return machine
 
     @property
     def capabilities(self) -> frozenset[str]:
-        caps = {Capability.RME, Capability.ACCESS, Capability.MEMORY, Capability.GPT_READ}
+        caps = {
+            Capability.RME,
+            Capability.ACCESS,
+            Capability.MEMORY,
+            Capability.GPT_READ,
+            Capability.REALM_EXEC,
+        }
         if self.config.mec:
             caps.add(Capability.MEC)
+        # Tokens need the optional ``attest`` dependencies; look for them without importing them.
+        if all(importlib.util.find_spec(name) is not None for name in ("cbor2", "cryptography")):
+            caps.add(Capability.ATTESTATION)
         return frozenset(caps)
 
     def info(self) -> TargetInfo:
@@ -83,7 +128,12 @@ class ModelTarget(Target):
             "RMM quirks": rmm.quirks,
             "RMI_FEATURES[0]": f"{features[1]:#x}",
             "REC aux granules": str(rmm.aux_count),
+            "attestation keys": self.attestation_config.keys,
         }
+        if Capability.ATTESTATION in self.capabilities:
+            attestation = self.machine.rmm.attestation
+            facts["IAK public key (P-384, x‖y)"] = (attestation.iak.x + attestation.iak.y).hex()
+            facts["RAK public key (P-384, x‖y)"] = (attestation.rak.x + attestation.rak.y).hex()
         return TargetInfo(
             name=self.name,
             kind=self.kind,
@@ -117,6 +167,89 @@ class ModelTarget(Target):
     def rmi_condition(self) -> str | None:
         return self.machine.rmm.last_condition
 
+    @property
+    def rsi_condition(self) -> str | None:
+        """Spec label of the failure condition the realm's last RSI command met (None on success)."""
+        return self.machine.rmm.last_rsi_condition
+
+    def realm_enter(self, rec_pa: int, run_pa: int, actions: Sequence[Any] = ()) -> tuple[int, ...]:
+        """RMI_REC_ENTER with the realm payload performing ``actions`` in order (RMM 1.0 B3.3.15)."""
+        rmm = self.machine.rmm
+        rec = rmm.recs.get(rec_pa // GRANULE_SIZE)
+        if rec is not None and rec.addr == rec_pa:
+            staged = [Action(realm_step(a, rec.owner), a) for a in actions]
+            rmm.realm_exec.stage(rec_pa, staged)
+        try:
+            return self.machine.monitor.smc(RMI_REC_ENTER_FID, (rec_pa, run_pa))
+        finally:
+            # A refused entry ran nothing: the actions stay with the caller.
+            rmm.realm_exec.staged.pop(rec_pa, None)
+
     def reset(self) -> None:
         """A fresh boot: a new machine from the same configuration and seed."""
-        self.machine = Machine(self.config)
+        self.machine = self._machine()
+
+
+def realm_step(action: RealmActionLike, realm: Realm) -> RealmStep:
+    """What the model's realm payload executes for one sequence action (DESIGN.md "Realm execution")."""
+    kind, args = action.kind, action.args
+    if kind == "rsi":
+        return _rsi_step(action.name, args, realm)
+    if kind in ("psci", "smc"):
+        fid = action.fid
+        if fid is None:
+            raise InputError(f"realm {kind} action {action.name!r} has no function identifier")
+        if kind == "psci":
+            function = psci_function(fid)
+            names = function.inputs if function is not None else ()
+            return SmcCall(fid, tuple(int(args.get(n, 0)) for n in names))
+        count = max((int(k[1:]) for k in args if k.startswith("x")), default=0)
+        return SmcCall(fid, tuple(int(args.get(f"x{i}", 0)) for i in range(1, count + 1)))
+    if kind == "mmio":
+        write = action.name == "write"
+        return MemoryAccess(
+            ipa=int(args["ipa"]),
+            write=write,
+            size=int(args.get("size", 8)),
+            register=MMIO_REGISTER,
+            value=int(args.get("value", 0)),
+        )
+    if kind == "hvc":
+        return Hvc(int(args.get("imm", 0)))
+    if kind in ("wfi", "wfe"):
+        return WaitFor(event=kind == "wfe")
+    if kind == "sysreg":
+        return SysregRead(action.name, MMIO_REGISTER)
+    if kind in ("irq", "fiq"):
+        return Interrupt(fiq=kind == "fiq")
+    if kind == "serror":
+        return SystemError()
+    raise InputError(f"unknown realm action kind {kind!r}")
+
+
+def _rsi_step(name: str, args: Any, realm: Realm) -> SmcCall:
+    """An RSI call with its inputs in their registers; a Host call also writes its RsiHostCall first."""
+    command = RSI_1_0.by_name.get(name)
+    if command is None:
+        raise InputError(f"unknown RSI command {name!r}", valid=list(RSI_1_0.by_name))
+    if name == "host_call":
+        addr = int(args["addr"]) if "addr" in args else default_host_call_ipa(realm)
+        gprs = args.get("gprs", {})
+        values = [int(gprs.get(i, 0)) for i in range(HOST_CALL_GPRS)]
+        structure = struct.pack("<Q31Q", int(args.get("imm", 0)), *values)
+        return SmcCall(command.fid, (addr,), writes=((addr, structure),))
+    registers: dict[int, int] = {}
+    for param in command.inputs:
+        raw = args.get(param.name)
+        if param.name == "size" and name == "measurement_extend" and raw is None:
+            # An extension without a size hashes the whole value given (64 bytes when none is).
+            value = args.get("value")
+            raw = len(value) if isinstance(value, bytes) else 8 * WIDE_REGISTERS
+        if param.count > 1:
+            data = raw if isinstance(raw, bytes) else int(raw or 0).to_bytes(8, "little")
+            for i, reg in enumerate(wide_to_registers(data, param.count)):
+                registers[param.reg + i] = reg
+        else:
+            registers[param.reg] = int(raw or 0)
+    top = max(registers, default=0)
+    return SmcCall(command.fid, tuple(registers.get(i, 0) for i in range(1, top + 1)))
