@@ -697,7 +697,7 @@ def conformance(
     json_path: JsonOption = None,
     junit_path: JunitOption = None,
 ) -> None:
-    """The bundled RMI/RSI failure-condition suite: one case per failure condition of every command."""
+    """The bundled RMI failure-condition suite: cases for every failure condition of every command."""
     from cca_hil.checks.conformance import conformance_sequences
 
     settings = _settings(ctx)
@@ -717,7 +717,7 @@ def conformance(
 # -- rmi at the bench -----------------------------------------------------------------------------------
 
 
-def _show_output(name: str, value: int, type_name: str) -> str:
+def _show_output(value: int, type_name: str) -> str:
     from enum import IntEnum
 
     from cca_hil.arch.rmi import decode_version
@@ -727,7 +727,7 @@ def _show_output(name: str, value: int, type_name: str) -> str:
     if type_name == "RmiInterfaceVersion":
         major, minor = decode_version(value)
         return f"{major}.{minor} ({value:#x})"
-    if type_name in ("UInt64", "Int64") and name not in ("top", "out_top"):
+    if type_name in ("UInt64", "Int64"):
         return str(value)
     return f"{value:#x}"
 
@@ -763,14 +763,14 @@ def _rmi_json(session: Session, inputs: Mapping[str, int], result: RmiResult) ->
 
 
 def _print_rmi(console: Console, inputs: Mapping[str, int], result: RmiResult) -> None:
+    from rich.table import Table
+
     from cca_hil.arch.rmi_1_0 import RMI_1_0
     from cca_hil.session import show_input
 
     command = RMI_1_0.by_name[result.command]
     shown = " ".join(f"{k}={show_input(command.input(k), v)}" for k, v in inputs.items())
     console.print(f"{command.spec_name} {shown}".rstrip(), markup=False, highlight=False)
-    from rich.table import Table
-
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -782,7 +782,7 @@ def _print_rmi(console: Console, inputs: Mapping[str, int], result: RmiResult) -
         table.add_row("condition", result.condition)
     types = {o.name: o.type for o in command.outputs}
     for name, value in result.outputs.items():
-        table.add_row(name, _show_output(name, value, types[name]))
+        table.add_row(name, _show_output(value, types[name]))
     table.add_row("registers", " ".join(f"X{i}={r:#x}" for i, r in enumerate(result.registers)))
     console.print(table)
 

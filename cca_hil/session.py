@@ -601,12 +601,14 @@ def parse_rmi_call(word: str, words: Sequence[str], *, platform: Mapping[str, in
     fields_given: dict[str, dict[str, object]] = {}
     positional = iter(inputs)
     for raw in words:
+        if raw.startswith("--"):
+            raise InputError(
+                f"unknown option {raw.partition('=')[0]!r}",
+                where=here,
+                valid=["--session", "--reset-session", "--history", "--json"],
+            )
         key, sep, text = raw.partition("=")
         if not sep:
-            if raw.startswith("--"):
-                raise InputError(
-                    f"unknown option {raw!r}", where=here, valid=["--session", "--json", "--expect"]
-                )
             param = next(positional, None)
             while param is not None and (param.name in values or param.name in fields_given):
                 param = next(positional, None)
