@@ -1120,8 +1120,10 @@ def decode_tables(
     np.not_equal(l0_codes[1:], l0_codes[:-1], out=change[1:])
     change |= table_ok
     firsts = np.flatnonzero(change & ~table_ok)
-    starts: list[npt.NDArray[np.int64]] = [firsts.astype(np.int64) << s]
-    codes: list[npt.NDArray[np.uint8]] = [l0_codes[firsts]]
+    l0_starts = firsts.astype(np.int64, copy=False) << s
+    l0_piece_codes = l0_codes[firsts]
+    # Parts are disjoint PA ranges, each sorted inside: ordering the parts orders everything.
+    parts: list[tuple[int, npt.NDArray[np.int64], npt.NDArray[np.uint8]]] = []
     unpredictable: list[tuple[int, int]] = []
 
     table_bytes = 8 * geometry.l1_entries_reachable
@@ -1139,8 +1141,7 @@ def decode_tables(
                 raise GptDumpError(f"{where} is truncated by the end of the dump ({chunks.describe()})")
             if missing_l1 == "error":
                 raise GptDumpError(f"{where} is not inside the dump ({chunks.describe()})")
-            starts.append(np.array([index << s], dtype=np.int64))
-            codes.append(np.array([_CODE_FAULT], dtype=np.uint8))
+            parts.append((index << s, np.array([index << s]), np.array([_CODE_FAULT], dtype=np.uint8)))
             continue
         data, offset = located
         if groups:
@@ -1164,20 +1165,22 @@ def decode_tables(
                 pair_lut=pair_lut,
                 gdi=features.gdi,
             )
-            starts.append(run_starts)
-            codes.append(run_codes)
+            parts.append((int(run_starts[0]), run_starts, run_codes))
             unpredictable.extend(bad)
 
-    all_starts = np.concatenate(starts)
-    all_codes = np.concatenate(codes)
-    order = np.argsort(all_starts, kind="stable")
-    all_starts = all_starts[order]
-    all_codes = all_codes[order]
+    # The L0 pieces between two table entries form one part each.
+    bounds = np.searchsorted(l0_starts, [first for first, _, _ in parts]).tolist()
+    for low, high in itertools.pairwise([0, *sorted(bounds), l0_starts.shape[0]]):
+        if low < high:
+            parts.append((int(l0_starts[low]), l0_starts[low:high], l0_piece_codes[low:high]))
+    parts.sort(key=lambda part: part[0])
+    all_starts = np.concatenate([part[1] for part in parts])
+    all_codes = np.concatenate([part[2] for part in parts])
     keep = np.empty(all_codes.shape[0], dtype=bool)
     keep[0] = True
     np.not_equal(all_codes[1:], all_codes[:-1], out=keep[1:])
     starts_out = array("Q")
-    starts_out.frombytes(all_starts[keep].astype(np.uint64).tobytes())
+    starts_out.frombytes(all_starts[keep].view(np.uint64).tobytes())  # starts are non-negative
     return PasMap(
         gpccr=config,
         gptbr=table_base,
@@ -1279,12 +1282,12 @@ def _decode_l1_entries(
                 block = pa0 + (entry - entry % size) * span
                 bad.append((block, block + size * span))
 
-    run_starts = first.astype(np.int64) * span
+    run_starts = first.astype(np.int64, copy=False) * span
     piece_codes = run_codes
     if mixed.size:
         # Expand only the descriptors mixing PAS values, and keep only the fields where the code changes.
         mixed_lens = lens[mixed]
-        entry_first = first[mixed].astype(np.int64)
+        entry_first = first[mixed].astype(np.int64, copy=False)
         rows = nibble_codes
         if mixed_lens.max() > 1:
             rows = np.repeat(nibble_codes, mixed_lens, axis=0)
@@ -1301,12 +1304,16 @@ def _decode_l1_entries(
         field_starts = entry_first[where >> 4] * span + (where & 0xF) * geometry.granule_size
         plain = np.ones(first.shape[0], dtype=bool)
         plain[mixed] = False
-        run_starts = np.concatenate((run_starts[plain], field_starts))
-        piece_codes = np.concatenate((run_codes[plain], flat[where]))
-        # Two sorted runs: the stable sort (timsort) merges them in linear time.
-        order = np.argsort(run_starts, kind="stable")
-        run_starts = run_starts[order]
-        piece_codes = piece_codes[order]
+        if plain.any():
+            run_starts = np.concatenate((run_starts[plain], field_starts))
+            piece_codes = np.concatenate((run_codes[plain], flat[where]))
+            # Two sorted runs: the stable sort (timsort) merges them in linear time.
+            order = np.argsort(run_starts, kind="stable")
+            run_starts = run_starts[order]
+            piece_codes = piece_codes[order]
+        else:
+            run_starts = field_starts
+            piece_codes = flat[where]
 
     keep = np.empty(piece_codes.shape[0], dtype=bool)
     keep[0] = True
