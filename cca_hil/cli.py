@@ -620,6 +620,27 @@ def resolve_sequence(arg: str) -> Path:
     raise InputError(f"unknown sequence {arg!r}: no such file and no bundled sequence", valid=sorted(bundled))
 
 
+def check_output_path(path: Path | None, option: str) -> None:
+    """Refuse an output file that cannot be written, before the run rather than after it."""
+    if path is None:
+        return
+    where = f"{option} {path}"
+    if path.is_dir():
+        raise InputError("is a directory, expected a file name", where=where)
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{parent} is not a directory", where=where)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write in {parent}", where=where)
+
+
+def _check_run_dir(path: Path | None) -> None:
+    if path is not None and path.exists() and not path.is_dir():
+        raise InputError("exists and is not a directory", where=f"--run-dir {path}")
+
+
 def _run(
     settings: Settings,
     *,
@@ -635,6 +656,9 @@ def _run(
     from cca_hil.sequences import Runner
 
     profile = settings.load_profile()
+    check_output_path(json_path, "--json")
+    check_output_path(junit_path, "--junit")
+    _check_run_dir(settings.run_dir)
     run_dir = settings.run_dir or default_run_dir(command)
     view = ConsoleView(_console(), verbosity=settings.verbosity)
     with RunFolder(run_dir) as folder:

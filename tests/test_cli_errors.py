@@ -65,6 +65,13 @@ BAD_INPUT = [
     ("verbose-and-quiet", ["-v", "-q", "info"], ["exclude each other"]),
     ("bad-session-name", ["rmi", "--session", "../up", "version"], ["bad session name"]),
     ("rmi-without-command", ["rmi"], ["missing RMI command"]),
+    ("json-into-a-directory", ["run", "ok.yaml", "--json", "."], ["is a directory", "--json ."]),
+    ("junit-under-a-file", ["run", "ok.yaml", "--junit", "ok.yaml/x.xml"], ["is not a directory", "--junit"]),
+    (
+        "run-dir-is-a-file",
+        ["--run-dir", "ok.yaml", "run", "ok.yaml"],
+        ["not a directory", "--run-dir ok.yaml"],
+    ),
 ]
 
 
