@@ -134,16 +134,20 @@ class Cacheability(IntEnum):
 class Shareability(IntEnum):
     """GPCCR_EL3.SH: shareability of GPT fetches; 0b01 is reserved (DDI0487 D24.2.56)."""
 
-    NON = 0b00
-    OUTER = 0b10
-    INNER = 0b11
+    NON_SHAREABLE = 0b00
+    OUTER_SHAREABLE = 0b10
+    INNER_SHAREABLE = 0b11
 
 
 _Field = TypeVar("_Field", bound=IntEnum)
 
 
 def _field_choices(enum: type[IntEnum], width: int) -> list[str]:
-    return [f"{m.value:#0{width + 2}b} ({m.name.lower()})" for m in enum]
+    def label(name: str) -> str:
+        unit, _, size = name.partition("_")
+        return f"{size} {unit}" if size.isdigit() else name.lower().replace("_", " ")
+
+    return [f"{m.value:#0{width + 2}b} ({label(m.name)})" for m in enum]
 
 
 def _decode_field(enum: type[_Field], raw: int, name: str, width: int, where: str) -> _Field:
@@ -184,7 +188,7 @@ class Gpccr:
     l0gptsz: L0GptSz = L0GptSz.GB_1
     irgn: Cacheability = Cacheability.WB_RA_WA
     orgn: Cacheability = Cacheability.WB_RA_WA
-    sh: Shareability = Shareability.INNER
+    sh: Shareability = Shareability.INNER_SHAREABLE
     gpc: bool = True
     gpcp: bool = False
     tbgpcd: bool = False
@@ -205,10 +209,10 @@ class Gpccr:
         if (
             self.irgn is Cacheability.NC
             and self.orgn is Cacheability.NC
-            and self.sh is not Shareability.OUTER
+            and self.sh is not Shareability.OUTER_SHAREABLE
         ):
             raise GptConfigError(
-                f"IRGN=ORGN=Non-cacheable requires SH=Outer Shareable, not {self.sh.name.lower()}",
+                f"IRGN=ORGN=Non-cacheable requires SH=0b10 (outer shareable), not {self.sh.value:#04b}",
                 where="GPCCR_EL3",
             )
 
@@ -1085,6 +1089,8 @@ def decode_tables(
         table_base.check_alignment(config.geometry)
     except GptConfigError as err:
         raise GptDumpError(str(err)) from err
+    if isinstance(memory, Mapping) and base:
+        raise ValueError("base applies to a single buffer; {PA: bytes} chunks carry their own addresses")
     geometry = config.geometry
     chunks = _Chunks.of(memory, base)
     t, s = geometry.pps_bits, geometry.l0gptsz_bits

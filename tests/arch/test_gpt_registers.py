@@ -33,7 +33,7 @@ def test_tfa_fvp_gpccr_decodes_to_1tb_4kb_inner_shareable_write_back() -> None:
     assert gpccr.l0gptsz is L0GptSz.GB_1
     assert gpccr.irgn is Cacheability.WB_RA_WA
     assert gpccr.orgn is Cacheability.WB_RA_WA
-    assert gpccr.sh is Shareability.INNER
+    assert gpccr.sh is Shareability.INNER_SHAREABLE
     assert gpccr.gpc
     assert not (gpccr.gpcp or gpccr.nso or gpccr.appsaa or gpccr.sa or gpccr.nsp)
 
@@ -143,7 +143,7 @@ def test_non_cacheable_gpt_fetches_must_be_outer_shareable() -> None:
     non_cacheable_inner = 0x13002  # IRGN=ORGN=NC, SH=Inner
     with pytest.raises(GptConfigError, match="Outer Shareable"):
         Gpccr.decode(non_cacheable_inner)
-    assert Gpccr.decode(0x12002).sh is Shareability.OUTER
+    assert Gpccr.decode(0x12002).sh is Shareability.OUTER_SHAREABLE
 
 
 def test_config_errors_are_bad_input() -> None:
