@@ -141,7 +141,7 @@ def test_gpccr_res0_bits_are_rejected(bit: int) -> None:
 
 def test_non_cacheable_gpt_fetches_must_be_outer_shareable() -> None:
     non_cacheable_inner = 0x13002  # IRGN=ORGN=NC, SH=Inner
-    with pytest.raises(GptConfigError, match="Outer Shareable"):
+    with pytest.raises(GptConfigError, match="requires SH=0b10"):
         Gpccr.decode(non_cacheable_inner)
     assert Gpccr.decode(0x12002).sh is Shareability.OUTER_SHAREABLE
 
