@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from cca_hil import __version__
 from cca_hil.arch.rmi import GRANULE_SIZE, MASK64, HashAlgorithm, Param, RmiCommand, to_signed64
-from cca_hil.arch.rmi_1_0 import RMI_1_0
+from cca_hil.arch.rmi_1_0 import REC_ENTER, RMI_1_0
 from cca_hil.arch.structs import RealmFlags, RealmParams, RecCreateFlags, RecParams, Structure
 from cca_hil.errors import InputError, TargetError
 from cca_hil.report import write_atomically
@@ -285,8 +285,15 @@ class JournaledTarget(Target):
         return self.inner.rmi_condition
 
     def realm_enter(self, rec_pa: int, run_pa: int, actions: Sequence[Any] = ()) -> tuple[int, ...]:
-        # Realm actions are not plain data that a journal can hold; bench sessions stay at the RMI level.
-        raise TargetError("realm execution is not available in a bench session; use `cca-hil run`")
+        if actions:
+            # Realm actions are not plain data that a journal can hold; the bench stays at the RMI level.
+            raise TargetError("a realm cannot be given actions in a bench session; use `cca-hil run`")
+        result = self.inner.realm_enter(rec_pa, run_pa)
+        # Journaled as the SMC it is; replay routes it back through realm_enter.
+        self.journal.operations.append(
+            SmcOp(REC_ENTER.fid, (rec_pa, run_pa), tuple(result), self.inner.rmi_condition)
+        )
+        return result
 
     def reset(self) -> None:
         self.inner.reset()
@@ -297,7 +304,10 @@ class JournaledTarget(Target):
         inner = self.inner
         for number, op in enumerate(self.journal.operations, start=1):
             if isinstance(op, SmcOp):
-                got = inner.smc(op.fid, *op.args)
+                if op.fid == REC_ENTER.fid:
+                    got = inner.realm_enter(op.args[0], op.args[1])
+                else:
+                    got = inner.smc(op.fid, *op.args)
                 if got[0] != op.result[0]:
                     raise SessionError(
                         f"replaying session {self.journal.name!r} diverged at operation {number} "

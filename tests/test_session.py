@@ -14,7 +14,7 @@ import pytest
 from cca_hil.arch.pas import Pas
 from cca_hil.arch.rmi_1_0 import RMI_1_0
 from cca_hil.arch.structs import RealmParams
-from cca_hil.errors import GranuleProtectionFault, InputError
+from cca_hil.errors import GranuleProtectionFault, InputError, TargetError
 from cca_hil.profiles import load_profile
 from cca_hil.rmi_client import RmiClient
 from cca_hil.session import (
@@ -358,3 +358,28 @@ def test_operations_that_reached_the_model_are_kept_when_the_command_fails(tmp_p
     with open_session(tmp_path) as session:
         assert session.replayed == 1
         assert session.target.smc(DELEGATE, POOL)[0] == 1
+
+
+def test_a_realm_built_and_entered_in_a_session_replays_in_the_next(tmp_path: Path) -> None:
+    from cca_hil.rmi_client import GranuleAllocator, RealmBuilder
+
+    with open_session(tmp_path) as session:
+        client = RmiClient(session.target)
+        allocator = GranuleAllocator.for_target(session.target)
+        realm = RealmBuilder(client, allocator, data_granules=1, recs=1).build()
+        run = allocator.granule()
+        entered = client.rec_enter(realm.recs[0], run)
+        journal = session.journal
+        assert journal is not None
+        recorded = len(journal.operations)
+        assert isinstance(journal.operations[-1], SmcOp)
+        assert journal.operations[-1].fid == RMI_1_0["rec_enter"].fid
+    with open_session(tmp_path) as session:
+        assert session.replayed == recorded
+        client = RmiClient(session.target)
+        # The realm exists in the rebuilt model: its RD cannot be delegated again, nor destroyed while live.
+        assert client.granule_delegate(realm.rd).condition == "gran_state"
+        assert client.realm_destroy(realm.rd).condition == "realm_live"
+        with pytest.raises(TargetError, match="cannot be given actions"):
+            session.target.realm_enter(realm.recs[0], run, ["anything"])
+    assert entered.registers[0] == session.journal.operations[recorded - 1].result[0]
