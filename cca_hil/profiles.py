@@ -31,6 +31,8 @@ DEFAULT_PROFILE = "model"
 # kind -> "module:Class"; imported only when a target of that kind is built.
 TARGET_KINDS: dict[str, str] = {
     "model": "cca_hil.targets.model:ModelTarget",
+    "serial": "cca_hil.targets.serial:SerialTarget",
+    "fvp": "cca_hil.targets.fvp:FvpTarget",
 }
 
 Schema = Mapping[str, Any]
