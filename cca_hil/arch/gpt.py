@@ -1370,6 +1370,8 @@ def build_tables(
     All-access and each region is filled as TF-A's ``fill_l1_tbl`` does: Granules
     descriptors up to a 2 MB boundary, then Contiguous blocks from the largest
     size that fits down (512, 32, 2 MB), then Granules descriptors for the tail.
+    That is the fill the reference's FVP tables (§6.3) follow; some TF-A revisions
+    place one block per size per pass instead — other bytes, the same PAS map.
     """
     config, base = _as_config(gpccr, gptbr, GptFeatures())
     geometry = config.geometry

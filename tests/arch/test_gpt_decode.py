@@ -261,6 +261,11 @@ def test_bad_dumps_are_one_line_input_errors(memory: bytes, base: int, match: st
     assert exit_code_for(info.value) == EXIT_BAD_INPUT
 
 
+def test_base_is_only_for_a_single_buffer() -> None:
+    with pytest.raises(ValueError, match="base"):
+        decode_tables(FVP_GPCCR, FVP_GPTBR, fvp_tables(), FVP_L0)
+
+
 def test_dump_with_misaligned_gptbr_is_rejected() -> None:
     with pytest.raises(GptDumpError, match="GPTBR_EL3"):
         decode_tables(FVP_GPCCR, FVP_GPTBR + 1, fvp_tables())
