@@ -914,6 +914,8 @@ def rmi(  # noqa: PLR0917  (typer reads options from the signature)
             inputs, result = perform(call, RmiClient(session.target))
             if as_json:
                 _print_json(_rmi_json(session, inputs, result))
+            elif settings.quiet:
+                console.print(result.describe(), markup=False, highlight=False)
             else:
                 _print_rmi(console, inputs, result)
         elif reset_session and not history:

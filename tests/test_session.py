@@ -383,3 +383,19 @@ def test_a_realm_built_and_entered_in_a_session_replays_in_the_next(tmp_path: Pa
         with pytest.raises(TargetError, match="cannot be given actions"):
             session.target.realm_enter(realm.recs[0], run, ["anything"])
     assert entered.registers[0] == session.journal.operations[recorded - 1].result[0]
+
+
+def test_quiet_bench_call_prints_one_line(tmp_path: Path) -> None:
+    rmi_json("granule-delegate", "0x90000000", cwd=tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCA_HIL_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cca_hil", "-q", "rmi", "granule-delegate", "0x90000000"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "granule_delegate: error_input index 0 (gran_state)\n"
