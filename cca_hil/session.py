@@ -195,6 +195,14 @@ class Journal:
             "operations": [op.to_json() for op in self.operations],
         }
 
+    def dumps(self) -> str:
+        """The session document as text: an operation per line, so that it reads, diffs and writes well."""
+        header = self.to_json()
+        operations = header.pop("operations")
+        head = json.dumps(header, indent=1)
+        lines = ",\n".join(json.dumps(op, separators=(",", ":")) for op in operations)
+        return f'{head[:-2]},\n "operations": [\n{lines}\n ]\n}}\n'
+
     @classmethod
     def from_json(cls, data: Any, *, where: str) -> Journal:
         """Decode a session document; anything malformed is a SessionError naming the file."""
@@ -242,6 +250,13 @@ class JournaledTarget(Target):
         super().__init__(profile=inner.profile, run_dir=inner.run_dir)
         self.inner = inner
         self.journal = journal
+        self.recorded: list[Operation] = []
+        """Operations recorded through this object (since its last reset)."""
+        self.was_reset = False
+
+    def _record(self, op: Operation) -> None:
+        self.journal.operations.append(op)
+        self.recorded.append(op)
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -260,7 +275,7 @@ class JournaledTarget(Target):
 
     def smc(self, fid: int, *args: int) -> tuple[int, ...]:
         result = self.inner.smc(fid, *args)
-        self.journal.operations.append(SmcOp(fid, tuple(args), tuple(result), self.inner.rmi_condition))
+        self._record(SmcOp(fid, tuple(args), tuple(result), self.inner.rmi_condition))
         return result
 
     def read(self, pa: int, size: int) -> bytes:
@@ -269,12 +284,12 @@ class JournaledTarget(Target):
     def write(self, pa: int, data: bytes) -> None:
         # A write that faults raises before memory changes, so only completed writes are journaled.
         self.inner.write(pa, data)
-        self.journal.operations.append(WriteOp(pa, bytes(data)))
+        self._record(WriteOp(pa, bytes(data)))
 
     def access(self, pa: int, op: AccessOp, size: int = 8, value: int = 0) -> AccessResult:
         result = self.inner.access(pa, op, size, value)
         if op == "write":
-            self.journal.operations.append(StoreOp(pa, size, value, faulted=not result.ok))
+            self._record(StoreOp(pa, size, value, faulted=not result.ok))
         return result
 
     def gpt_pas(self, pa: int) -> Pas:
@@ -290,14 +305,14 @@ class JournaledTarget(Target):
             raise TargetError("a realm cannot be given actions in a bench session; use `cca-hil run`")
         result = self.inner.realm_enter(rec_pa, run_pa)
         # Journaled as the SMC it is; replay routes it back through realm_enter.
-        self.journal.operations.append(
-            SmcOp(REC_ENTER.fid, (rec_pa, run_pa), tuple(result), self.inner.rmi_condition)
-        )
+        self._record(SmcOp(REC_ENTER.fid, (rec_pa, run_pa), tuple(result), self.inner.rmi_condition))
         return result
 
     def reset(self) -> None:
         self.inner.reset()
         self.journal.operations.clear()
+        self.recorded.clear()
+        self.was_reset = True
 
     def replay(self) -> None:
         """Bring the wrapped target to the journal's state, checking every SMC's X0 as recorded."""
@@ -445,7 +460,7 @@ class Session:
                 except BaseException:
                     # Keep what reached the model; a command refused before it called anything
                     # (bad arguments) leaves the session as it was, even with --reset-session.
-                    if session.new_operations():
+                    if session.changed:
                         session.save()
                     raise
                 session.save()
@@ -455,13 +470,20 @@ class Session:
         if self.journal is None:
             return
         self.journal.updated = now()
-        write_atomically(self.path, json.dumps(self.journal.to_json(), indent=1) + "\n")
+        write_atomically(self.path, self.journal.dumps())
 
     def new_operations(self) -> list[Operation]:
-        """Operations this invocation added (after the replayed ones)."""
-        if self.journal is None:
-            return []
-        return self.journal.operations[self.replayed :]
+        """Operations this invocation added (since the last reset, if it made one)."""
+        if isinstance(self.target, JournaledTarget):
+            return list(self.target.recorded)
+        return []
+
+    @property
+    def changed(self) -> bool:
+        """True when this invocation changed the journal (recorded an operation or reset the target)."""
+        return isinstance(self.target, JournaledTarget) and (
+            bool(self.target.recorded) or self.target.was_reset
+        )
 
 
 def load_journal(path: Path) -> Journal | None:

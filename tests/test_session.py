@@ -399,3 +399,26 @@ def test_quiet_bench_call_prints_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "granule_delegate: error_input index 0 (gran_state)\n"
+
+
+def test_the_session_file_holds_one_operation_per_line(tmp_path: Path) -> None:
+    with open_session(tmp_path) as session:
+        for i in range(3):
+            session.target.smc(DELEGATE, POOL + i * 0x1000)
+    text = (tmp_path / "sessions" / "default.json").read_text()
+    lines = [line for line in text.splitlines() if line.startswith('{"op":"smc"')]
+    assert len(lines) == 3
+    assert json.loads(text)["schema"] == "cca-hil-session/1"
+
+
+def test_operations_after_a_reset_are_the_new_ones_and_are_kept_on_failure(tmp_path: Path) -> None:
+    with open_session(tmp_path) as session:
+        session.target.smc(DELEGATE, POOL)
+    with pytest.raises(GranuleProtectionFault), open_session(tmp_path) as session:
+        session.target.reset()
+        session.target.smc(DELEGATE, POOL + 0x1000)
+        assert [op.args for op in session.new_operations()] == [(POOL + 0x1000,)]
+        session.target.write(POOL + 0x1000, b"boom")
+    with open_session(tmp_path) as session:
+        assert session.replayed == 1
+        assert session.target.smc(DELEGATE, POOL)[0] == 0
