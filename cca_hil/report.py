@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 
+LOG_WIDTH = 120
+"""Width of tables when the output is a log rather than a terminal (``$COLUMNS`` overrides it)."""
+
+
 class Verbosity(IntEnum):
     """How much a terminal view prints."""
 
@@ -101,7 +105,9 @@ def stdout_console() -> Console:
 
     if sys.stdout.isatty():
         return _StdoutConsole(highlight=False)
-    return _StdoutConsole(highlight=False, width=int(os.environ.get("COLUMNS") or 120), no_color=True)
+    columns = os.environ.get("COLUMNS", "")
+    width = int(columns) if columns.isdigit() and int(columns) > 0 else LOG_WIDTH
+    return _StdoutConsole(highlight=False, width=width, no_color=True)
 
 
 def result_document(run: RunResult) -> str:
