@@ -135,7 +135,7 @@ class EcPublicKey:
     def from_cose_key(cls, data: bytes) -> EcPublicKey:
         """Decode a COSE_Key (TokenError ``public_key`` if it is not an EC2 key on a known curve)."""
         decoded = _loads(data, "public_key")
-        if not isinstance(decoded, dict) or decoded.get(1) != _COSE_KTY_EC2:
+        if not isinstance(decoded, Mapping) or decoded.get(1) != _COSE_KTY_EC2:
             raise TokenError("public_key", "claim 44237 is not an EC2 COSE_Key")
         curves = {v: k for k, v in _COSE_CRV.items()}
         curve = curves.get(decoded.get(-1))  # type: ignore[arg-type]
@@ -247,7 +247,7 @@ class Sign1:
     def alg(self) -> int | None:
         """The algorithm the protected header names (None if it names none)."""
         header = _loads(self.protected, "protected_header") if self.protected else {}
-        value = header.get(1) if isinstance(header, dict) else None
+        value = header.get(1) if isinstance(header, Mapping) else None
         return value if isinstance(value, int) else None
 
     def to_be_signed(self) -> bytes:
@@ -280,10 +280,10 @@ class Sign1:
             raise TokenError(check, f"the {which} token is not a tag-18 COSE_Sign1")
         body = item.value
         if not (
-            isinstance(body, list)
+            isinstance(body, (list, tuple))
             and len(body) == 4
             and isinstance(body[0], bytes)
-            and isinstance(body[1], dict)
+            and isinstance(body[1], Mapping)
             and isinstance(body[2], bytes)
             and isinstance(body[3], bytes)
         ):
@@ -349,9 +349,9 @@ class RealmClaims:
         rems = claims[RealmClaim.EXTENSIBLE_MEASUREMENTS]
         if not isinstance(rim, bytes) or len(rim) not in (32, 48, 64):
             raise TokenError("realm_claims", "claim 44238 (RIM) is not a 32/48/64-byte bstr")
-        if not (
-            isinstance(rems, list) and len(rems) == REM_COUNT and all(isinstance(r, bytes) for r in rems)
-        ):
+        # cbor2 decodes arrays inside tags as tuples.
+        array = isinstance(rems, (list, tuple)) and len(rems) == REM_COUNT
+        if not (array and all(isinstance(r, bytes) for r in rems)):
             raise TokenError("realm_claims", "claim 44239 is not an array of 4 bstr")
         if not isinstance(claims[RealmClaim.PUBLIC_KEY], bytes):
             raise TokenError("realm_claims", "claim 44237 is not a bstr")
@@ -415,7 +415,7 @@ def decode(data: bytes) -> CcaToken:
         raise TokenError("tag", f"not a CBOR tag {CCA_TOKEN_TAG} CCA token collection")
     collection = item.value
     if not (
-        isinstance(collection, dict)
+        isinstance(collection, Mapping)
         and isinstance(collection.get(CollectionKey.PLATFORM), bytes)
         and isinstance(collection.get(CollectionKey.REALM), bytes)
     ):
@@ -425,7 +425,7 @@ def decode(data: bytes) -> CcaToken:
     platform = Sign1.decode(platform_bytes, "platform")
     realm = Sign1.decode(realm_bytes, "realm")
     platform_claims = _loads(platform.payload, "platform_claims")
-    if not isinstance(platform_claims, dict):
+    if not isinstance(platform_claims, Mapping):
         raise TokenError("platform_claims", "the platform payload is not a map")
     for key in REQUIRED_PLATFORM_CLAIMS:
         if key not in platform_claims:
@@ -433,7 +433,7 @@ def decode(data: bytes) -> CcaToken:
     if not isinstance(platform_claims[PlatformClaim.CHALLENGE], bytes):
         raise TokenError("platform_claims", "claim 10 (challenge) is not a bstr")
     realm_map = _loads(realm.payload, "realm_claims")
-    if not isinstance(realm_map, dict):
+    if not isinstance(realm_map, Mapping):
         raise TokenError("realm_claims", "the realm payload is not a map")
     return CcaToken(
         platform_token=platform_bytes,

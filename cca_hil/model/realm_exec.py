@@ -184,9 +184,14 @@ class Hvc:
 
 @dataclass(frozen=True, slots=True)
 class WaitFor:
-    """WFI, or WFE when ``event``."""
+    """WFI, or WFE when ``event``.
+
+    Whether it traps is the Host's choice (``enter.flags.trap_wfi/trap_wfe``);
+    ``trapped`` overrides that for a recording whose WFx trapped regardless.
+    """
 
     event: bool = False
+    trapped: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +216,20 @@ class SystemError:
     esr: int = DEFAULT_SERROR_SYNDROME
 
 
-RealmStep = SmcCall | MemoryAccess | InstructionFetch | Hvc | WaitFor | SysregRead | Interrupt | SystemError
+@dataclass(frozen=True, slots=True)
+class IrqLine:
+    """A physical interrupt for the Host becomes pending (or is no longer pending) while the realm runs.
+
+    Not an exception the realm takes: only interruptible RMM work notices it,
+    which in RMM 1.0 is the signing in RSI_ATTESTATION_TOKEN_CONTINUE (§7.3).
+    """
+
+    pending: bool = True
+
+
+RealmStep = (
+    SmcCall | MemoryAccess | InstructionFetch | Hvc | WaitFor | SysregRead | Interrupt | SystemError | IrqLine
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,13 +373,16 @@ class RealmExecution:
             return _EXCEPTION
         if isinstance(step, WaitFor):
             trap = RecEnterFlags.TRAP_WFE if step.event else RecEnterFlags.TRAP_WFI
-            if flags & trap:
+            if step.trapped if step.trapped is not None else flags & trap:
                 # TF-RMM advances the PC past the WFx before it exits (§6.1).
                 esr = ((EC_WFX << 26) | int(step.event)) & ESR_MASK_WFX
                 return _Outcome(exit=rec.exit_plain(RecExitReason.SYNC, esr=esr), registers=0)
             return _QUIET
         if isinstance(step, SysregRead):
             return self._sysreg(rec, step)
+        if isinstance(step, IrqLine):
+            self.irq_pending = step.pending
+            return _Outcome(registers=0, advance=False)
         if isinstance(step, Interrupt):
             reason = RecExitReason.FIQ if step.fiq else RecExitReason.IRQ
             return _Outcome(exit=rec.exit_plain(reason), registers=0)
@@ -684,7 +705,8 @@ class RealmExecution:
 
     def _rsi_ipa_state_set(self, rec: Rec, command: RsiCommand, x: tuple[int, ...]) -> _Outcome:
         """RSI_IPA_STATE_SET (B5.3.9): ask the Host for a RIPAS change; REC exit RIPAS_CHANGE."""
-        base, top, ripas, flags = x[0], x[1], x[2] & 0xFF, x[3]
+        # The whole register is checked: bits above RsiRipas' 8 make it invalid too (TF-RMM).
+        base, top, ripas, flags = x[0], x[1], x[2], x[3]
         if ripas not in (Ripas.EMPTY, Ripas.RAM):
             return self._fail(rec, command, "ripas_valid")
         if base & (GRANULE - 1):

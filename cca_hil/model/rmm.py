@@ -677,7 +677,8 @@ class Rmm:
         if rec.ripas_change_pending:
             reject = flags & RecEnterFlags.RIPAS_RESPONSE
             rejected = rec.ripas_value is Ripas.RAM and rec.ripas_addr != rec.ripas_top and reject
-            rec.gprs[0:3] = [_RSI_SUCCESS, rec.ripas_addr, _RSI_REJECT if rejected else _RSI_ACCEPT]
+            # X1..X3 carry the outputs or zero, as for every RSI command (rmm-abi.md §1.3).
+            rec.gprs[0:4] = [_RSI_SUCCESS, rec.ripas_addr, _RSI_REJECT if rejected else _RSI_ACCEPT, 0]
             rec.ripas_addr = rec.ripas_top = 0
         if rec.host_call_pending is not None:
             ipa = rec.host_call_pending
