@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from cca_hil.arch.pas import Pas
 from cca_hil.arch.rmi import GRANULE_SIZE, RmiStatus
 from cca_hil.arch.rsi_1_0 import HOST_CALL_GPRS, RSI_1_0, WIDE_REGISTERS, psci_function, wide_to_registers
-from cca_hil.errors import InputError
+from cca_hil.errors import InputError, TargetError
 from cca_hil.model.attestation import AttestationConfig, PlatformAttestation
 from cca_hil.model.machine import Machine
 from cca_hil.model.platform import PlatformConfig
@@ -184,6 +184,27 @@ class ModelTarget(Target):
         finally:
             # A refused entry ran nothing: the actions stay with the caller.
             rmm.realm_exec.staged.pop(rec_pa, None)
+
+    def read_realm(self, rec_pa: int, ipa: int, size: int) -> bytes:
+        """What the realm of the REC at ``rec_pa`` holds at ``ipa`` (its own, ASSIGNED+RAM pages only).
+
+        Only the model can look inside a realm; on hardware the realm payload
+        would have to hand the bytes back. TargetError for a page the realm
+        cannot read.
+        """
+        rmm = self.machine.rmm
+        rec = rmm.recs.get(rec_pa // GRANULE_SIZE)
+        if rec is None:
+            raise TargetError(f"no REC at {rec_pa:#x}")
+        out = bytearray()
+        while len(out) < size:
+            at = ipa + len(out)
+            pa = rmm.realm_ram_pa(rec.owner, at)
+            if pa is None:
+                raise TargetError(f"the realm cannot read IPA {at:#x} (not ASSIGNED with RIPAS RAM)")
+            chunk = min(size - len(out), GRANULE_SIZE - at % GRANULE_SIZE)
+            out += self.machine.memory.read(pa, chunk)
+        return bytes(out)
 
     def reset(self) -> None:
         """A fresh boot: a new machine from the same configuration and seed."""
