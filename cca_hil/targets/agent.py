@@ -30,7 +30,7 @@ from cca_hil.agent.protocol import RealmAction as WireAction
 from cca_hil.agent.streams import ByteStream
 from cca_hil.arch.rmi import SMCCC_NOT_SUPPORTED, RmiStatus
 from cca_hil.errors import InputError, ProfileError, TargetError
-from cca_hil.targets.base import AccessOp, AccessResult, Capability, Target, TargetInfo
+from cca_hil.targets.base import AccessOp, AccessResult, Capability, RealmActionLike, Target, TargetInfo
 
 if TYPE_CHECKING:
     from cca_hil.profiles import Profile
@@ -117,8 +117,8 @@ class _TraceLog:
             self._file.close()
 
 
-def wire_actions(actions: Sequence[Any]) -> list[WireAction]:
-    """The agent's encoding of the runner's realm actions (``cca_hil.sequences.RealmAction``).
+def wire_actions(actions: Sequence[RealmActionLike]) -> list[WireAction]:
+    """The agent's encoding of a REC entry's realm actions (``cca_hil.sequences.RealmAction``).
 
     Calls (RSI, PSCI, SMC) carry X1.. as the spec's inputs in order; a 64-byte
     value becomes eight registers, little-endian; ``host_call``'s ``gprs`` follow
@@ -156,7 +156,7 @@ def wire_actions(actions: Sequence[Any]) -> list[WireAction]:
     return out
 
 
-def _call_registers(action: Any) -> tuple[int, ...]:
+def _call_registers(action: RealmActionLike) -> tuple[int, ...]:
     from cca_hil.seqformat import PSCI_FUNCTIONS, RSI_COMMANDS
 
     args: Mapping[str, Any] = action.args

@@ -41,8 +41,9 @@ EXIT_USAGE = 2
 EXIT_DIED = 3
 """Status when the agent died with ``--die-mode close`` (the board dropped off the line)."""
 
-PTY_BOOT_DELAY = 0.2
-"""Seconds from a host opening the pty to the first boot line: pySerial flushes input while it opens."""
+BOOT_DELAY = 0.2
+"""Seconds from a host attaching to the first boot line: pySerial discards pending input while it
+opens a port (a pty's ``tcflush``, ``socket://``'s drain), so text sent at once would be lost."""
 
 DEFAULT_CAPS = AgentCaps.SMC | AgentCaps.MEMORY | AgentCaps.ACCESS | AgentCaps.BATCH | AgentCaps.LOG
 
@@ -136,17 +137,17 @@ def parse_options(argv: Sequence[str]) -> BoardOptions:
 def build_emulator(options: BoardOptions) -> AgentEmulator:
     """A freshly booted model of the chosen profile behind the agent emulator."""
     from cca_hil.errors import ProfileError
-    from cca_hil.model.machine import Machine
-    from cca_hil.model.platform import PlatformConfig
-    from cca_hil.profiles import load_profile
+    from cca_hil.profiles import build_target, load_profile
+    from cca_hil.targets.model import ModelTarget
 
     profile = load_profile(options.profile, options.overrides)
-    if profile.kind != "model":
+    target = build_target(profile)
+    if not isinstance(target, ModelTarget):
         raise ProfileError(f"the board's profile must be of kind 'model', not {profile.kind!r}")
-    # Exactly what ModelTarget builds from the same profile: the board answers as the model does.
-    machine = Machine(PlatformConfig.from_params({"name": profile.name, **profile.params}))
+    # The machine the model target boots from the same profile: the board answers as the model does.
+    machine = target.machine
     caps = DEFAULT_CAPS | (AgentCaps.REALM if options.realm else AgentCaps(0))
-    delay = options.boot_delay if options.boot_delay is not None else (0.0 if options.tcp else PTY_BOOT_DELAY)
+    delay = BOOT_DELAY if options.boot_delay is None else options.boot_delay
     emulator = AgentEmulator(
         machine,
         version=options.protocol,

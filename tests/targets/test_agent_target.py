@@ -1,0 +1,239 @@
+"""AgentTarget: the target interface through the agent link, against the emulator on a real TCP port.
+
+The target is a ``serial`` one on ``socket://127.0.0.1:PORT`` served by the agent
+emulator's :class:`EmulatorServer` in this process: pySerial, the link, the
+emulator and the model all run for real. Its answers are compared with a
+:class:`ModelTarget` built from the same model configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cca_hil.agent.emulator import AgentEmulator, EmulatorServer
+from cca_hil.agent.errors import AgentRefusedError
+from cca_hil.agent.protocol import AgentCaps, Frame, MsgType, RealmActionKind, RealmObservation, RealmRun
+from cca_hil.agent.protocol import RealmRunReply as Reply
+from cca_hil.arch.rmi_1_0 import RMI_1_0
+from cca_hil.errors import CapabilityError, GranuleProtectionFault, ProfileError, TargetError
+from cca_hil.model.machine import Machine
+from cca_hil.profiles import build_target, load_profile
+from cca_hil.seqformat import PSCI_FUNCTIONS, RSI_COMMANDS
+from cca_hil.sequences import RealmAction
+from cca_hil.targets.agent import AgentTarget, wire_actions
+from cca_hil.targets.base import Capability
+from cca_hil.targets.model import ModelTarget
+
+DELEGATE = RMI_1_0["granule_delegate"].fid
+REC_ENTER = RMI_1_0["rec_enter"].fid
+VERSION = RMI_1_0["version"].fid
+GRANULE = 0x9000_0000
+
+BASE_CAPS = AgentCaps.SMC | AgentCaps.MEMORY | AgentCaps.ACCESS | AgentCaps.BATCH | AgentCaps.LOG
+
+
+class PayloadAgent(AgentEmulator):
+    """An agent whose realm payload is scripted by the test: each REALM_RUN reply is given in advance.
+
+    The emulator refuses realm actions (the model runs no payload yet); hardware will not. This is
+    the device side of the protocol as a real agent answers it, so the host's bookkeeping can be
+    driven through every case the protocol allows.
+    """
+
+    def __init__(self, replies: list[tuple[int, tuple[RealmObservation, ...]]], **kwargs: object) -> None:
+        super().__init__(model_machine(), caps=BASE_CAPS | AgentCaps.REALM, **kwargs)  # type: ignore[arg-type]
+        self.replies = replies
+        self.requests: list[RealmRun] = []
+
+    def _realm_run(self, frame: Frame, run: RealmRun) -> Frame:
+        self.requests.append(run)
+        regs = self.machine.smc(REC_ENTER, run.rec_pa, run.run_pa)
+        started, observations = self.replies.pop(0)
+        return Frame(MsgType.REALM_RUN_REPLY, frame.seq, Reply(tuple(regs), started, observations).encode())
+
+
+Serve = Callable[..., AgentTarget]
+FAST = "    timeouts: {boot: 5, handshake: 0.3, request: 1, bulk: 2, gap: 0.02}\n"
+
+
+def model_machine() -> Machine:
+    """A machine configured exactly as the ``model`` profile's target builds it."""
+    target = build_target(load_profile("model"))
+    assert isinstance(target, ModelTarget)
+    return target.machine
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    """Targets on emulators behind local TCP servers; everything is closed afterwards."""
+    servers: list[EmulatorServer] = []
+    targets: list[AgentTarget] = []
+
+    def make(emulator: AgentEmulator | None = None, *, link: str = FAST) -> AgentTarget:
+        server = EmulatorServer(emulator or AgentEmulator(model_machine(), boot_delay=0.2, gap=0.02))
+        server.start()
+        servers.append(server)
+        profile = tmp_path / f"board{len(servers)}.yaml"
+        profile.write_text(f"kind: serial\nserial:\n  url: {server.url}\n  link:\n" + link)
+        target = build_target(load_profile(str(profile)), run_dir=tmp_path / f"run{len(servers)}")
+        assert isinstance(target, AgentTarget)
+        targets.append(target)
+        return target
+
+    yield make
+    for target in targets:
+        target.close()
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def model() -> Iterator[ModelTarget]:
+    target = build_target(load_profile("model"))
+    assert isinstance(target, ModelTarget)
+    with target:
+        yield target
+
+
+def test_info_comes_from_the_handshake(serve: Serve, model: ModelTarget) -> None:
+    target = serve()
+    assert target.capabilities == frozenset()
+    with target:
+        info = target.info()
+    want = model.info()
+    assert info.regions == want.regions
+    assert info.granule_pool == want.granule_pool
+    assert info.pa_bits == want.pa_bits
+    assert dict(info.platform) == dict(want.platform)
+    assert info.rmm_version == want.rmm_version
+    assert info.capabilities == {Capability.RME, Capability.MEMORY, Capability.ACCESS, Capability.CONSOLE}
+    assert info.facts["agent"] == "cca-hil agent emulator"
+    assert info.facts["link protocol"] == "1.0"
+    assert info.facts["console log"] == str(target.console_log)
+
+
+def test_operations_answer_as_the_model_does(serve: Serve, model: ModelTarget) -> None:
+    with serve() as target:
+        for t in (target, model):
+            t.write(GRANULE, b"\xa5" * 64)
+        assert target.read(GRANULE, 64) == model.read(GRANULE, 64) == b"\xa5" * 64
+        assert target.access(GRANULE, "read", 8) == model.access(GRANULE, "read", 8)
+        assert target.smc(DELEGATE, GRANULE) == model.smc(DELEGATE, GRANULE)
+        assert target.smc(DELEGATE, GRANULE) == model.smc(DELEGATE, GRANULE)  # already delegated
+        faulted = target.access(GRANULE, "write", 4, 1)
+        assert faulted == model.access(GRANULE, "write", 4, 1)
+        assert faulted.fault is not None and faulted.fault.gpf
+        with pytest.raises(GranuleProtectionFault) as caught:
+            target.read(GRANULE, 16)
+        assert caught.value.pa == GRANULE
+        assert target.smc(VERSION, 0x10000) == model.smc(VERSION, 0x10000)
+
+
+def test_console_and_trace_logs_are_written_as_they_arrive(serve: Serve) -> None:
+    target = serve()
+    with target:
+        # Written while the target is open: a crash now would lose nothing.
+        console = target.console_log.read_bytes()
+        assert console.startswith(b"NOTICE:  Booting Trusted Firmware")
+        assert b"[agent info] session 1 opened" in console
+        assert "tx INFO" in target.trace_log.read_text()
+
+
+def test_link_settings_are_validated_where_they_enter(serve: Serve) -> None:
+    with pytest.raises(ProfileError, match=r"link.timeouts: LinkTimeouts.request must be positive"):
+        serve(link="    timeouts: {request: 0}\n")
+    with pytest.raises(ProfileError, match=r"link.retries must be 0 or more"):
+        serve(link=FAST + "    retries: -1\n")
+    with pytest.raises(ProfileError, match=r"link.max_frame must be at least 256"):
+        serve(link=FAST + "    max_frame: 64\n")
+    with pytest.raises(ProfileError, match=r"unknown key 'serial.link.timeout'"):
+        serve(link="    timeout: 3\n")
+
+
+def test_operations_on_a_closed_target_are_refused(serve: Serve) -> None:
+    target = serve()
+    with pytest.raises(TargetError, match="is not open"):
+        target.info()
+    with target:
+        pass
+    with pytest.raises(TargetError, match="is not open"):
+        target.read(GRANULE, 8)
+
+
+def test_realm_enter_needs_an_agent_that_runs_realms(serve: Serve) -> None:
+    with serve() as target, pytest.raises(CapabilityError, match="realm_exec"):
+        target.realm_enter(GRANULE, GRANULE + 0x1000)
+
+
+def test_bare_realm_entry_is_rmi_rec_enter_on_the_platform(serve: Serve, model: ModelTarget) -> None:
+    emulator = AgentEmulator(model_machine(), caps=BASE_CAPS | AgentCaps.REALM, boot_delay=0.2, gap=0.02)
+    with serve(emulator) as target:
+        assert target.has(Capability.REALM_EXEC)
+        # No realm there: the RMM's answer (an error) comes back as the model gives it.
+        assert target.realm_enter(GRANULE, GRANULE + 0x1000) == model.smc(
+            REC_ENTER, GRANULE, GRANULE + 0x1000
+        )
+        with pytest.raises(AgentRefusedError, match="realm payload actions are not modelled yet"):
+            target.realm_enter(GRANULE, GRANULE + 0x1000, [action("rsi", "version", req=0x10000)])
+
+
+def action(kind: str, name: str, **args: object) -> RealmAction:
+    """A runner realm action as the sequence runner builds it."""
+    fid = RSI_COMMANDS[name].fid if kind == "rsi" else PSCI_FUNCTIONS[name][0] if kind == "psci" else None
+    return RealmAction(kind=kind, name=name, fid=fid, args=args)
+
+
+def test_realm_actions_are_encoded_in_the_specs_register_order() -> None:
+    value = bytes(range(64))
+    wire = wire_actions(
+        [
+            action("rsi", "measurement_extend", value=value, size=64, index=1),
+            action("psci", "cpu_on", context_id=3, target_cpu=1, entry_point_address=0x8000),
+            action("mmio", "write", ipa=0x1000_0000, size=4, value=7),
+            action("rsi", "host_call", imm=0xFEED, gprs={0: 1, 2: 3}),
+            action("wfi", "wfi"),
+        ]
+    )
+    words = tuple(int.from_bytes(value[i : i + 8], "little") for i in range(0, 64, 8))
+    assert wire[0].kind is RealmActionKind.RSI and wire[0].fid == RSI_COMMANDS["measurement_extend"].fid
+    assert wire[0].args == (1, 64, *words)
+    assert wire[1].kind is RealmActionKind.PSCI and wire[1].args == (1, 0x8000, 3)
+    assert (wire[2].kind, wire[2].ipa, wire[2].size, wire[2].write, wire[2].value) == (
+        RealmActionKind.MMIO,
+        0x1000_0000,
+        4,
+        True,
+        7,
+    )
+    assert wire[3].args == (0, 0xFEED, 1, 0, 3)
+    assert wire[4].kind is RealmActionKind.WFI
+
+
+def test_realm_observations_reach_the_actions_across_entries(serve: Serve) -> None:
+    regs_a = (0, 0x10000, 0x10000) + (0,) * 15
+    regs_b = (0, 0x8000, 1) + (0,) * 15
+    agent = PayloadAgent(
+        [
+            # Entry 1: the realm makes call 1 (answered at once) and call 2, which exits to the host.
+            (2, (RealmObservation(1, regs_a),)),
+            # Entry 2: call 2 is answered (index 0), then call 3 is begun and answered.
+            (1, (RealmObservation(0, regs_b), RealmObservation(1, regs_a))),
+        ],
+        boot_delay=0.2,
+        gap=0.02,
+    )
+    first = action("rsi", "version", req=0x10000)
+    exiting = action("rsi", "ipa_state_set", base=0, top=0x8000, ripas=1, flags=0)
+    queued = action("rsi", "version", req=0x10000)
+    with serve(agent) as target:
+        target.realm_enter(GRANULE, GRANULE + 0x1000, [first, exiting, queued])
+        assert first.started and first.result == regs_a
+        assert exiting.started and exiting.result is None
+        assert not queued.started
+        target.realm_enter(GRANULE, GRANULE + 0x1000, [queued])
+    assert exiting.result == regs_b
+    assert queued.started and queued.result == regs_a
+    assert [len(r.actions) for r in agent.requests] == [3, 1]
