@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sys
 import tempfile
 from enum import IntEnum
@@ -401,12 +402,18 @@ def junit_tree(run: RunResult) -> ET.ElementTree[ET.Element]:
     return ET.ElementTree(root)
 
 
+def _junit_timestamp(iso: str) -> str:
+    # The Ant JUnit schema's timestamp is a plain local-less date-time to the second (no zone, no fraction).
+    return iso[:19]
+
+
 def _suite(run: RunResult, sequence: SequenceResult) -> ET.Element:
     suite = ET.Element(
         "testsuite",
         {
             "name": sequence.name,
-            "timestamp": sequence.started or run.started,
+            "timestamp": _junit_timestamp(sequence.started or run.started),
+            "hostname": socket.gethostname(),
             "time": _seconds(sequence_seconds(sequence)),
             "file": sequence.source,
         },

@@ -43,7 +43,7 @@ def _replay(events: Events, *, with_failure: bool = True) -> RunResult:
     """Drive the observers through a small run the way the runner does."""
     run = RunResult(target="model", profile="model", kind="model", tool_version="0.1.0")
     events.run_started(run)
-    good = SequenceResult(name="good", source="good.yaml")
+    good = SequenceResult(name="good", source="good.yaml", started="2026-01-01T00:00:00.123Z")
     events.sequence_started(good, 2)
     for i, name in enumerate(("first", "second")):
         step = _step(name, Outcome.PASSED, line=4 + i)
@@ -187,6 +187,7 @@ def test_junit_has_a_suite_per_sequence_and_a_case_per_step(tmp_path: Path) -> N
     assert skipped is not None and "realm_exec" in skipped.get("message", "")
     (whole,) = suites["needs-mec"].findall("testcase")
     assert whole.find("skipped") is not None
+    assert suites["good"].get("timestamp") == "2026-01-01T00:00:00"
     properties = {p.get("name"): p.get("value") for p in bad.iter("property")}
     assert properties["target"] == "model"
 
