@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -94,6 +95,7 @@ def test_pty_and_socket_give_identical_results_and_skips(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(400)  # ~9 MB through a line that damages 1 frame in 3: about two minutes
 def test_suite_through_a_noisy_line_still_equals_the_model(
     sequences: list[Sequence], model_result: RunResult, tmp_path: Path
 ) -> None:
@@ -339,3 +341,22 @@ def test_a_serial_profile_needs_a_url_or_a_program(tmp_path: Path) -> None:
     profile.write_text("kind: serial\nserial:\n  baudrate: 115200\n")
     with pytest.raises(ProfileError, match=r"needs serial.url \(or serial.launch"):
         build_target(load_profile(str(profile)))
+
+
+def test_the_cli_runs_on_board_sim_out_of_the_box(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    options = ["--profile", "board-sim", "--run-dir", str(run), "-q"]
+    command = ["conformance", "--only", "granule_delegate", "--json", str(tmp_path / "result.json")]
+    result = subprocess.run(
+        [sys.executable, "-m", "cca_hil", *options, *command],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads((tmp_path / "result.json").read_text())
+    assert document["kind"] == "serial"
+    assert (run / "console.log").read_bytes().startswith(b"NOTICE:  Booting Trusted Firmware")
+    assert "sim_board" in (run / "board.log").read_text()
