@@ -558,8 +558,19 @@ _INPUT_DEFAULTS: dict[tuple[str, str], int] = {
 """Inputs the bench fills in when left out: ask for the revision this tool speaks, feature register 0."""
 
 
+BENCH_OPTIONS = ("--session", "--reset-session", "--history", "--json")
+"""Options of ``cca-hil rmi`` (named when an unknown one is found among the call's words)."""
+
+
+def _unknown_option(word: str, where: str) -> InputError:
+    return InputError(f"unknown option {word.partition('=')[0]!r}", where=where, valid=BENCH_OPTIONS)
+
+
 def rmi_command(word: str) -> RmiCommand:
     """The RMI 1.0 command a bench word names: ``granule-delegate``, ``granule_delegate``, ``RMI_VERSION``."""
+    if word.startswith("--"):
+        # The CLI passes unknown options through (levels are negative numbers); one came first.
+        raise _unknown_option(word, "cca-hil rmi")
     key = word.strip().lower().replace("-", "_")
     key = key.removeprefix("rmi_")
     try:
@@ -634,11 +645,7 @@ def parse_rmi_call(word: str, words: Sequence[str], *, platform: Mapping[str, in
     positional = iter(inputs)
     for raw in words:
         if raw.startswith("--"):
-            raise InputError(
-                f"unknown option {raw.partition('=')[0]!r}",
-                where=here,
-                valid=["--session", "--reset-session", "--history", "--json"],
-            )
+            raise _unknown_option(raw, here)
         key, sep, text = raw.partition("=")
         if not sep:
             param = next(positional, None)
