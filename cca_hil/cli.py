@@ -240,9 +240,11 @@ class Settings:
             raise ProfileError(exc.what, where=f"--profile {self.profile}", valid=exc.valid) from exc
 
 
-def _settings(ctx: typer.Context) -> Settings:
+def settings_of(ctx: typer.Context) -> Settings:
+    """The global options of this invocation, from any command's or sub-app's context."""
     settings = ctx.find_root().obj
-    assert isinstance(settings, Settings)
+    if not isinstance(settings, Settings):
+        raise TypeError("cca-hil commands run under the cca-hil root app, which sets the global options")
     return settings
 
 
@@ -364,7 +366,7 @@ def info(
     from cca_hil.rmi_client import RmiClient
     from cca_hil.targets.base import Capability
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     profile = settings.load_profile()
     with build_target(profile) as target:
         facts = target.info()
@@ -546,7 +548,7 @@ def profiles_show(
     from cca_hil.profiles import parse_assignment, resolve, target_class
     from cca_hil.yamlio import load_file
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         path = resolve(name)
     except ProfileError as exc:
@@ -702,7 +704,7 @@ def run(
     """Run sequences; exit 0 when every expectation held, 1 when one failed, 3 on a target error."""
     from cca_hil.sequences import load_sequence
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     # Load (and so validate) everything before the target is touched: bad input never half-runs.
     loaded = [load_sequence(resolve_sequence(arg)) for arg in sequences]
     # Differential runs (target vs model) come with hardware targets; the model has nothing to compare with.
@@ -724,7 +726,7 @@ def conformance(
     """The bundled RMI failure-condition suite: cases for every failure condition of every command."""
     from cca_hil.checks.conformance import conformance_sequences
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     names = [n.strip() for item in only or () for n in item.split(",") if n.strip()]
     try:
         sequences = conformance_sequences(names or None)
@@ -886,7 +888,7 @@ def rmi(  # noqa: PLR0917  (typer reads options from the signature)
     from cca_hil.rmi_client import RmiClient
     from cca_hil.session import Session, parse_rmi_call, perform
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if history and command is None and not reset_session:
         # Reading the journal needs no model: history works even when a replay would diverge.
         _print_history(_console(), settings, session_name, as_json=as_json)
