@@ -30,18 +30,16 @@ from cca_hil.arch.token import (
     protected_header,
     verify,
 )
-from cca_hil.model.attestation import AttestationConfig, PlatformAttestation
+from cca_hil.model.attestation import AttestationConfig, KeySource, PlatformAttestation
 
 FVP_RAK_X = "76f988091be585ed41801aecfab858548c63057e16b0e676120bbd0d2f9c29e056c5d41a0130eb9c21517899dc23146b"
 FVP_RAK_Y = "28e1b062bd3ea4b315fd219f1cbb528cb6e74ca49be16773734f61a1ca61031b2bbf3d918f2f94ffc4228e50919544ae"
 FVP_RAK_CLAIM_SHA256 = "0d22e08a98469058486318283489bdb36f09dbefeb1864df433fa6e54ea2d711"
 
 
-def attestation(keys: str = "seed", seed: int = 0) -> PlatformAttestation:
+def attestation(keys: KeySource = "seed", seed: int = 0) -> PlatformAttestation:
     return PlatformAttestation.build(
-        seed=seed,
-        config=AttestationConfig(keys=keys),
-        platform_config=b"\x01\x02\x03\x04",  # type: ignore[arg-type]
+        seed=seed, config=AttestationConfig(keys=keys), platform_config=b"\x01\x02"
     )
 
 

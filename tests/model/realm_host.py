@@ -32,6 +32,10 @@ class Recorder:
         self.started = True
         self.registers = tuple(registers)
 
+    def seen(self) -> tuple[int, ...] | None:
+        """The registers observed so far (a call, so that type checkers do not carry old narrowing)."""
+        return self.registers
+
     @property
     def x0(self) -> int:
         assert self.registers is not None, "the realm saw no result"

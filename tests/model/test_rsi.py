@@ -203,11 +203,12 @@ def test_token_signing_interrupted_by_a_host_irq_exits_irq_and_the_realm_sees_in
         IrqLine(pending=True), rsi("attestation_token_continue", addr=0x2000, offset=0, size=0x100)
     )
     assert exit_.exit_reason == RecExitReason.IRQ
-    assert recorder.started and recorder.registers is None
+    assert recorder.started and recorder.seen() is None
     rr.host.rmm.realm_exec.irq_pending = False
     rr.enter(rsi("features"))
-    assert recorder.registers is not None
-    assert recorder.registers[:2] == (RsiStatus.INCOMPLETE, 0)
+    seen = recorder.seen()
+    assert seen is not None
+    assert seen[:2] == (RsiStatus.INCOMPLETE, 0)
 
 
 def test_token_larger_than_the_maximum_fails_unknown(rr: RunningRealm) -> None:
@@ -293,13 +294,14 @@ def test_ipa_state_set_round_trip_reports_new_base_and_response(
         top,
         ripas,
     )
-    assert recorder.started and recorder.registers is None
+    assert recorder.started and recorder.seen() is None
     rr.host.ok("rtt_set_ripas", rd=rr.realm.rd, rec=rr.recs[0], base=base, top=base + progress - 0x8000)
     flags = RecEnterFlags.RIPAS_RESPONSE if reject else 0
     rr.enter(rsi("features"), flags=flags)
-    assert recorder.registers is not None
+    seen = recorder.seen()
+    assert seen is not None
     # rmm-abi.md §6.2: X1 = how far the Host got, X2 = REJECT only for RAM with partial progress.
-    assert recorder.registers[:4] == (RsiStatus.SUCCESS, base + progress - 0x8000, response, 0)
+    assert seen[:4] == (RsiStatus.SUCCESS, base + progress - 0x8000, response, 0)
 
 
 @pytest.mark.parametrize(

@@ -473,6 +473,7 @@ class Replay:
             yield "the realm saw no result"
             return
         regs = observer.registers
+        assert isinstance(x0, str)
         want = status_value(x0)
         if regs[0] != want:
             yield f"x0 {regs[0]:#x}, TF-RMM {x0}"
