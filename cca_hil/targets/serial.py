@@ -44,6 +44,8 @@ PYTHON_NAMES = ("python", "python3")
 
 _READ_SLICE = 0.05
 """pySerial read timeout: how long the link's reader blocks before checking whether to stop."""
+_WRITE_TIMEOUT = 5.0
+"""Longest a write may block on a line that does not drain (flow control stuck, peer stalled)."""
 
 
 class LaunchedBoard:
@@ -177,10 +179,13 @@ def open_port(
     options: dict[str, Any] = {
         "baudrate": baudrate,
         "timeout": _READ_SLICE,
-        "write_timeout": 5.0,
         "rtscts": rtscts,
         "xonxoff": xonxoff,
     }
+    if not url.startswith("rfc2217://"):
+        # pySerial's RFC 2217 client refuses a write timeout (NotImplementedError); the others bound
+        # a write to a stalled line.
+        options["write_timeout"] = _WRITE_TIMEOUT
     if "://" not in url and os.name == "posix":
         # flock-based exclusivity exists for native ports on POSIX only (Windows ports are exclusive).
         options["exclusive"] = exclusive

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import serial
+import serial.rfc2217
 from agent_target_support import (
     AGENT_CAPS,
     FAST_LINK,
@@ -220,21 +224,32 @@ def test_wrong_protocol_version_is_refused_with_the_console_on_disk(tmp_path: Pa
 # -- ports, URLs and launching ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sim_board_pty() -> Iterator[str]:
-    """A sim-board on a pty, started directly: its slave path."""
+def sim_board(*args: str) -> Iterator[str]:
+    """A sim-board started directly: the URL it printed, until the generator is closed."""
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools" / "sim-board")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        [sys.executable, str(ROOT / "tools" / "sim-board"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     assert proc.stdout is not None
     try:
-        path = proc.stdout.readline().decode().strip()
-        assert path.startswith("/dev/")
-        yield path
+        yield proc.stdout.readline().decode().strip()
     finally:
         proc.terminate()
         proc.wait(10)
         proc.stdout.close()
+
+
+@pytest.fixture
+def sim_board_pty() -> Iterator[str]:
+    """A sim-board on a pty: its slave path."""
+    yield from sim_board()
+
+
+@pytest.fixture
+def sim_board_tcp() -> Iterator[str]:
+    """A sim-board on a TCP port: its socket:// URL."""
+    yield from sim_board("--tcp")
 
 
 def test_a_device_path_is_opened_exclusively(sim_board_pty: str, tmp_path: Path) -> None:
@@ -248,6 +263,89 @@ def test_a_device_path_is_opened_exclusively(sim_board_pty: str, tmp_path: Path)
     with second:
         assert second.info().facts["agent boot id"] == "1"
     assert not (tmp_path / "b" / "console.log").read_bytes().count(b"Booting Trusted Firmware")
+
+
+class Rfc2217Server:
+    """A one-connection RFC 2217 server in front of a serial port, as pySerial's rfc2217_server example.
+
+    It stands for a farm's ser2net in RFC 2217 mode: the board's UART on one side (here a
+    sim-board's network UART: a pty has no modem lines for the port manager to poll), a TCP
+    client that negotiates COM-port control on the other.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.serial = serial.serial_for_url(device, baudrate=115200, timeout=0.05)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.alive = threading.Event()
+        self.alive.set()
+        self.lock = threading.Lock()
+        self.client: socket.socket | None = None
+        self.threads = [threading.Thread(target=self._serve, daemon=True)]
+        self.threads[0].start()
+
+    def write(self, data: bytes) -> None:
+        """Called by the PortManager for negotiation replies, and for serial data."""
+        assert self.client is not None
+        with self.lock:
+            self.client.sendall(data)
+
+    def _serve(self) -> None:
+        self.listener.settimeout(5.0)
+        self.client, _ = self.listener.accept()
+        self.client.settimeout(0.05)
+        manager = serial.rfc2217.PortManager(self.serial, self)
+        to_client = threading.Thread(target=self._to_client, args=(manager,), daemon=True)
+        to_client.start()
+        self.threads.append(to_client)
+        while self.alive.is_set():
+            try:
+                data = self.client.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            self.serial.write(b"".join(manager.filter(data)))
+
+    def _to_client(self, manager: serial.rfc2217.PortManager) -> None:
+        while self.alive.is_set():
+            try:
+                data = self.serial.read(self.serial.in_waiting or 1)
+                if data:
+                    self.write(b"".join(manager.escape(data)))
+            except OSError:
+                return
+
+    def close(self) -> None:
+        """Stop both directions and close everything (bounded)."""
+        self.alive.clear()
+        for thread in self.threads:
+            thread.join(timeout=5.0)
+        if self.client is not None:
+            self.client.close()
+        self.listener.close()
+        self.serial.close()
+
+
+# pySerial 3.5's rfc2217 client names its reader with Thread.setDaemon()/setName(), deprecated in 3.10.
+@pytest.mark.filterwarnings(r"ignore:set(Daemon|Name)\(\) is deprecated:DeprecationWarning")
+def test_an_rfc2217_url_reaches_the_agent_through_a_com_port_server(
+    sim_board_tcp: str, tmp_path: Path
+) -> None:
+    server = Rfc2217Server(sim_board_tcp)
+    try:
+        url = f"rfc2217://127.0.0.1:{server.port}?ign_set_control"
+        target = board([f"serial.url={url}", "serial.launch=[]", FAST_LINK], tmp_path)
+        with target:
+            assert target.info().facts["serial port"] == f"{url} @ 115200 baud"
+            assert target.smc(0xC400_0150, 0x10000)[:3] == (0, 0x10000, 0x10000)
+            data = bytes(range(256)) * 16  # 0xFF included: escaped and unescaped by RFC 2217 framing
+            target.write(0x9000_0000, data)
+            assert target.read(0x9000_0000, len(data)) == data
+    finally:
+        server.close()
 
 
 def test_a_launched_program_that_prints_no_url_is_a_transport_error(tmp_path: Path) -> None:
