@@ -11,6 +11,10 @@ specification (rmm-abi.md §12): ``spec`` answers the specification's column,
 ``tf-rmm`` TF-RMM's. Where the specification allows a choice or is silent both
 modes answer as TF-RMM does. Each mode check sits at its condition with a
 comment naming its §12 row.
+
+RMI_REC_ENTER runs the REC through :class:`~cca_hil.model.realm_exec.RealmExecution`,
+which carries out the realm payload's actions and the RMM's side of RSI and
+PSCI (RMM 1.0 B5); the REC exit it reports is written back here.
 """
 
 from __future__ import annotations
