@@ -6,6 +6,8 @@ import hashlib
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from realm_host import RAM_TOP, Recorder, RunningRealm, rsi, running_realm
 from rmm_host import Host
 
@@ -380,3 +382,16 @@ def test_host_call_to_a_ram_page_without_data_exits_with_a_synthetic_abort(rr: R
     _, exit_, (recorder,) = rr.enter(rsi("host_call", addr=UNASSIGNED_RAM_PAGE + 0x100))
     assert (exit_.exit_reason, exit_.esr, exit_.hpfar) == (RecExitReason.SYNC, 0x90000007, 0x61)
     assert not recorder.started
+
+
+@given(base_page=st.integers(min_value=0, max_value=0x3FF), pages=st.integers(min_value=1, max_value=0x400))
+@settings(max_examples=60, deadline=None)
+def test_ipa_state_get_always_makes_progress_without_passing_top(base_page: int, pages: int) -> None:
+    rr = running_realm(Host("spec"), pages=1)
+    base = base_page * GRANULE_SIZE
+    top = base + pages * GRANULE_SIZE
+    seen = call(rr, "ipa_state_get", base=base, top=top)
+    assert seen.registers is not None
+    # RMM 1.0 B5.3.8: base < out_top <= top, and the RIPAS reported is the one at base.
+    assert base < seen.registers[1] <= top
+    assert seen.registers[2] == (Ripas.RAM if base < RAM_TOP else Ripas.EMPTY)
