@@ -931,6 +931,15 @@ def rmi(  # noqa: PLR0917  (typer reads options from the signature)
         _print_history(console, settings, session_name, as_json=as_json)
 
 
+# Sub-apps of the other layers: each module keeps its heavy imports inside its commands.
+from cca_hil.cli_fvp import fvp_app  # noqa: E402
+from cca_hil.cli_token import measure, token_app  # noqa: E402
+
+app.add_typer(token_app, name="token")
+app.command("measure")(measure)
+app.add_typer(fvp_app, name="fvp")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``cca-hil`` console script and ``python -m cca_hil``."""
     typer.main.get_command(app).main(args=argv, prog_name=PROG)
