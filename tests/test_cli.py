@@ -81,13 +81,11 @@ def test_version_prints_the_package_version() -> None:
     assert result.stdout.strip() == f"cca-hil {__version__}"
 
 
-def test_help_lists_the_commands_of_this_issue_only() -> None:
+def test_help_lists_every_command_group() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("info", "profiles", "run", "rmi", "conformance"):
-        assert command in result.stdout
-    for later in ("gpt", "token", "power", "console", "fvp", "probe"):
-        assert f" {later} " not in result.stdout
+    for command in ("info", "profiles", "run", "rmi", "conformance", "measure", "token", "fvp"):
+        assert f" {command} " in result.stdout
 
 
 # -- info ------------------------------------------------------------------------
