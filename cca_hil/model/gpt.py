@@ -1,61 +1,482 @@
-"""The model's granule protection: the PAS each granule belongs to, and the check on every access.
+"""The model's Granule Protection Table: architectural bytes in Root memory, checked on every access.
 
-RME (DDI0487 D9): every physical access carries a PAS; the granule protection
-check compares it with the GPT entry of the target granule and faults on a
-mismatch. This module keeps the PAS per granule for the model's monitor and
-memory; the table walk over architectural GPT bytes lives in ``arch/gpt.py``.
+DDI0487 D9. At boot EL3 builds the GPT in model memory with
+:func:`cca_hil.arch.gpt.build_tables` — the layout TF-A's GPT library produces
+(rme-gpt-mec.md §6.1–6.3: L0 table where GPTBR_EL3 points, L1 tables handed
+out from the Root L1-GPT carve-out, DRAM regions mapped through L1 tables so
+they can change PAS) — and programs GPCCR_EL3/GPTBR_EL3 to match. Every check
+is decided by :func:`cca_hil.arch.gpt.granule_protection_check` over those
+bytes, read through the Root PAS (GPT fetches are Root accesses, R_THJVJ).
+
+Like a TLB (DDI0487 D9.5, §4.8), the model keeps what a walk found per granule
+and reuses it until a TLBI by PA covering that granule (or TLBI PAALLOS)
+throws it away; a GPT write without its TLBI is therefore observable, as on
+hardware. Walk faults are not kept (only valid, reachable entries may be
+cached, I_JMYRB).
+
+The table surgery EL3 performs on a transition (shatter a Contiguous
+descriptor, rewrite one GPI, fuse back) lives here as mechanisms; the order in
+which TF-A applies them, with its maintenance, is the monitor's
+(``model/monitor.py``).
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
+from typing import Final
 
+from cca_hil.arch.gpt import (
+    Gpccr,
+    Gpi,
+    Gptbr,
+    GptConfigError,
+    GptFault,
+    GptFaultKind,
+    GptFeatures,
+    GptFetchAbort,
+    PasMap,
+    PasRegion,
+    WalkResult,
+    build_tables,
+    decode_tables,
+    granule_protection_check,
+    valid_gpis,
+    walk,
+)
 from cca_hil.arch.pas import Pas
+from cca_hil.arch.rmi import GRANULE_SIZE
+from cca_hil.model.memory import ROOT, MemoryStore
 from cca_hil.targets.base import MemoryRegion
 
-_SHIFT = 12
+_SHIFT: Final = 12
+_GPI_ACCESS: Final = {
+    Gpi.NONSECURE: Pas.NONSECURE,
+    Gpi.REALM: Pas.REALM,
+    Gpi.SECURE: Pas.SECURE,
+    Gpi.ROOT: Pas.ROOT,
+}
+"""GPIs that admit exactly one PAS, whatever the requester (J1 GPICheck)."""
+_GPI_BY_VALUE: Final = tuple(Gpi(v) if v in Gpi._value2member_map_ else None for v in range(16))
+_L0_TABLE_ADDRESS: Final = ((1 << 52) - 1) & ~0xFFF
+_UNIFORM: Final = 0x1111_1111_1111_1111
+_CONTIG_BYTES: Final = (0, 2 << 20, 32 << 20, 512 << 20)
+"""Bytes of a Contiguous block by its Contig field (0b00 is reserved)."""
+
+
+def gpt_layout(regions: Iterable[MemoryRegion]) -> list[PasRegion]:
+    """The PAS layout EL3 programs: every region that is not All-access, mapped through L1 tables.
+
+    TF-A maps its DRAM and carve-outs with GPT_MAP_REGION_GRANULE (fvp_pas_def.h),
+    so that any granule may later change PAS; address space left out stays GPI
+    All-access, as TF-A's L0 defaults.
+    """
+    return [PasRegion(r.base, r.end, r.pas, l1=True) for r in regions if r.pas is not Pas.ANY]
 
 
 class GranuleProtection:
-    """PAS of every granule: the platform's initial map plus the transitions made since."""
+    """GPCCR_EL3, GPTBR_EL3 and the GPT in model memory; the granule protection check (DDI0487 D9)."""
 
-    __slots__ = ("_overrides", "_region_bases", "_regions")
+    __slots__ = (
+        "_cache",
+        "_disabled",
+        "_geometry",
+        "_l0_base",
+        "_l0_entry_shift",
+        "_l0_index_mask",
+        "_l0_map",
+        "_l1_index_mask",
+        "_l1_set",
+        "_l1_size",
+        "_memory",
+        "_patterns",
+        "_pgs",
+        "_region_bases",
+        "_regions",
+        "_valid",
+        "_valid_descriptors",
+        "_views",
+        "_views_epoch",
+        "features",
+        "gpccr",
+        "gptbr",
+        "l1_tables",
+        "walks",
+    )
 
-    def __init__(self, regions: Iterable[MemoryRegion]) -> None:
+    def __init__(
+        self,
+        *,
+        memory: MemoryStore,
+        regions: Iterable[MemoryRegion],
+        gpccr: Gpccr,
+        gptbr: Gptbr,
+        l1_base: int,
+        features: GptFeatures | None = None,
+    ) -> None:
+        features = features if features is not None else GptFeatures()
+        self._memory = memory
         self._regions = sorted(regions, key=lambda r: r.base)
         self._region_bases = [r.base for r in self._regions]
-        self._overrides: dict[int, Pas] = {}
+        self.gpccr = gpccr
+        self.gptbr = gptbr
+        self.features = features
+        self._geometry = geometry = gpccr.geometry
+        self._l0_base = gptbr.l0_address
+        # Index arithmetic as plain ints: these run on every TLB miss and every transition.
+        self._pgs = geometry.pgs_bits
+        self._l0_entry_shift = geometry.l0gptsz_bits
+        self._l0_index_mask = geometry.protected_size - 1
+        self._l1_index_mask = geometry.l0_region_size - 1
+        self._l1_size = geometry.l1_table_size
+        tables = build_tables(gpt_layout(self._regions), gpccr=gpccr, gptbr=gptbr, l1_base=l1_base)
+        for address, data in tables.items():
+            if not self._in_memory(address, len(data)):
+                raise GptConfigError(
+                    f"GPT table [{address:#x}, {address + len(data):#x}) lies outside the platform's memory",
+                    where="model GPT layout",
+                )
+            memory.write(address, data, ROOT)
+        self.l1_tables: tuple[int, ...] = tuple(sorted(a for a in tables if a != self._l0_base))
+        """PAs of the L1 tables EL3 built, in PA order."""
+        self._l1_set = frozenset(self.l1_tables)
+        self._l0_map = -(-self._geometry.l0_table_size // GRANULE_SIZE) * GRANULE_SIZE
+        # GPC2 PAS-disable bits: accesses to these PAS fault at level 0 whatever the tables say.
+        self._disabled = frozenset(
+            pas
+            for pas, bit in ((Pas.SECURE, gpccr.spad), (Pas.NONSECURE, gpccr.nspad), (Pas.REALM, gpccr.rlpad))
+            if bit
+        )
+        self._valid = frozenset(gpi.value for gpi in valid_gpis(gpccr, features))
+        self._valid_descriptors: dict[int, bool] = {}
+        self._patterns: dict[tuple[int, int], bytes] = {}
+        self._cache: dict[int, tuple[Gpi, int]] = {}
+        self._views: dict[int, memoryview] = {}
+        self._views_epoch = -1
+        self.walks = 0
+        """GPT walks performed (TLB misses)."""
 
-    def initial_pas(self, pa: int) -> Pas:
-        """PAS of ``pa`` as the platform booted (NONE where there is no memory: the walk faults)."""
+    # -- memory ----------------------------------------------------------------------
+
+    def _in_memory(self, pa: int, size: int = 1) -> bool:
         i = bisect.bisect_right(self._region_bases, pa) - 1
-        if i >= 0:
-            region = self._regions[i]
-            if pa < region.end:
-                return region.pas
-        return Pas.NONE
+        return i >= 0 and pa + size <= self._regions[i].end
+
+    def region_of(self, pa: int) -> MemoryRegion | None:
+        """The platform region holding ``pa`` (None: no memory or device answers there)."""
+        i = bisect.bisect_right(self._region_bases, pa) - 1
+        if i >= 0 and pa < self._regions[i].end:
+            return self._regions[i]
+        return None
+
+    def _view(self, base: int, size: int) -> memoryview:
+        """EL3's Root mapping of one table, kept while the store says its mappings hold."""
+        if self._views_epoch != self._memory.map_epoch:
+            self._views.clear()
+        view = self._views.get(base)
+        if view is None:
+            view = self._views[base] = self._memory.map(base, size, ROOT)
+            self._views_epoch = self._memory.map_epoch
+        return view
+
+    def _table_view(self, pa: int) -> tuple[memoryview, int] | None:
+        """EL3's mapping of the table holding ``pa`` and the offset of ``pa`` in it (None: not a table)."""
+        l0 = self._l0_base
+        if l0 <= pa < l0 + self._l0_map:
+            return self._view(l0, self._l0_map), pa - l0
+        size = self._l1_size
+        base = pa & ~(size - 1)
+        if base in self._l1_set:
+            return self._view(base, size), pa - base
+        return None
+
+    def read64(self, pa: int) -> int:
+        """A GPT fetch: 64 bits at ``pa`` through the Root PAS, not itself checked (R_THJVJ)."""
+        found = self._table_view(pa) if not pa & 7 else None
+        if found is not None:
+            view, offset = found
+            return int.from_bytes(view[offset : offset + 8], "little")
+        if not self._in_memory(pa, 8):
+            raise GptFetchAbort(pa)
+        return int.from_bytes(self._memory.read(pa, 8, ROOT), "little")
+
+    def _pattern(self, value: int, count: int) -> bytes:
+        key = (value, count)
+        pattern = self._patterns.get(key)
+        if pattern is None:
+            pattern = self._patterns[key] = value.to_bytes(8, "little") * count
+        return pattern
+
+    # -- the check ---------------------------------------------------------------------
+
+    def walk(self, pa: int) -> WalkResult:
+        """An uncached walk of the tables as they are in memory now (DDI0487 J1 GPTWalk)."""
+        return walk(pa, gpccr=self.gpccr, gptbr=self.gptbr, read64=self.read64, features=self.features)
+
+    def _fill(self, pa: int) -> tuple[Gpi, int] | None:
+        """The TLB fill for ``pa`` when the walk takes its usual path; None for anything else.
+
+        Mirrors :func:`cca_hil.arch.gpt.walk` for GPC on, a PA below the PPS and valid
+        descriptors, without building descriptor objects; everything else (faults,
+        GDI pairs, reserved encodings) is left to the architectural walk.
+        Property-tested against it (tests/model/test_gpt_model.py).
+        """
+        geometry = self._geometry
+        if not self.gpccr.gpc or pa >> geometry.pps_bits or self.features.gdi:
+            return None
+        if self._l0_base >> geometry.pps_bits or self._l0_base & (geometry.l0_alignment - 1):
+            return None
+        l0_view = self._view(self._l0_base, self._l0_map)
+        offset = 8 * ((pa & self._l0_index_mask) >> self._l0_entry_shift)
+        l0 = int.from_bytes(l0_view[offset : offset + 8], "little")
+        kind = l0 & 0xF
+        if kind == 0b0001:
+            gpi = _GPI_BY_VALUE[l0 >> 4 & 0xF]
+            if l0 >> 8 or gpi is None or gpi not in self._valid:
+                return None
+            return gpi, 0
+        table = l0 & _L0_TABLE_ADDRESS
+        if kind != 0b0011 or l0 >> 52 or l0 & 0xFF0 or table & (geometry.l1_table_size - 1):
+            return None
+        if table >> geometry.pps_bits or table not in self._l1_set:
+            return None
+        offset = 8 * ((pa & self._l1_index_mask) >> (self._pgs + 4))
+        value = int.from_bytes(self._view(table, self._l1_size)[offset : offset + 8], "little")
+        if value & 0xF == 0b0001:
+            gpi = _GPI_BY_VALUE[value >> 4 & 0xF]
+            if value >> 10 or not value >> 8 & 0b11 or gpi is None or gpi not in self._valid:
+                return None
+            return gpi, 1
+        valid = self._valid_descriptors.get(value)
+        if valid is None:
+            if len(self._valid_descriptors) >= 4096:
+                self._valid_descriptors.clear()
+            valid = all(value >> (4 * i) & 0xF in self._valid for i in range(16))
+            self._valid_descriptors[value] = valid
+        if not valid:
+            return None
+        gpi = _GPI_BY_VALUE[value >> (4 * (pa >> self._pgs & 0xF)) & 0xF]
+        assert gpi is not None  # every field was checked valid
+        return gpi, 1
+
+    def fault(self, pa: int, access: Pas, requester: Pas | None = None) -> GptFault | None:
+        """The granule protection check of an access to (``pa``, ``access``); None when it passes (D9.1)."""
+        cached = self._cache.get(pa >> _SHIFT)
+        if cached is None:
+            self.walks += 1
+            cached = self._fill(pa)
+            if cached is None:
+                # The unusual cases are decided by the architecture's own check, walk and all.
+                result = self.walk(pa)
+                if result.gpi is not None:
+                    self._cache[pa >> _SHIFT] = (result.gpi, result.level)
+                return granule_protection_check(
+                    pa,
+                    access=access,
+                    requester=requester,
+                    gpccr=self.gpccr,
+                    gptbr=self.gptbr,
+                    read64=self.read64,
+                    features=self.features,
+                )
+            self._cache[pa >> _SHIFT] = cached
+        if not self.gpccr.gpc:
+            return None
+        if access in self._disabled:
+            return GptFault(GptFaultKind.GPF, 0)
+        gpi, level = cached
+        if _GPI_ACCESS.get(gpi) is access or gpi.allows(access, requester):
+            return None
+        return GptFault(GptFaultKind.GPF, level)
+
+    def check(self, pa: int, access: Pas, requester: Pas | None = None) -> bool:
+        """True when an access in PAS ``access`` to ``pa`` passes the granule protection check."""
+        cached = self._cache.get(pa >> _SHIFT)
+        if cached is not None and _GPI_ACCESS.get(cached[0]) is access and not self._disabled:
+            return True  # the common case, decided as fault() would
+        return self.fault(pa, access, requester) is None
 
     def pas_of(self, pa: int) -> Pas:
-        """Current GPT entry value for the granule containing ``pa``."""
-        pas = self._overrides.get(pa >> _SHIFT)
-        return pas if pas is not None else self.initial_pas(pa)
+        """What the GPT gives the granule containing ``pa`` (as the PE sees it, cached entries included)."""
+        cached = self._cache.get(pa >> _SHIFT)
+        if cached is None:
+            cached = self._fill(pa)
+            if cached is None:
+                result = self.walk(pa)
+                return Pas.NONE if result.pas == "fault" else Pas(result.pas)
+            self._cache[pa >> _SHIFT] = cached
+        return cached[0].pas
 
-    def set_pas(self, pa: int, pas: Pas) -> None:
-        """Change the GPT entry of one granule (EL3's transition, after its maintenance)."""
-        index = pa >> _SHIFT
-        if pas is self.initial_pas(pa):
-            self._overrides.pop(index, None)
-        else:
-            self._overrides[index] = pas
-
-    def check(self, pa: int, access: Pas) -> bool:
-        """The granule protection check: True when an access in PAS ``access`` may proceed."""
-        pas = self._overrides.get(pa >> _SHIFT)
-        if pas is None:
-            pas = self.initial_pas(pa)
-        return pas is Pas.ANY or pas is access
+    def initial_pas(self, pa: int) -> Pas:
+        """PAS of ``pa`` as the platform booted (NONE where there is no memory)."""
+        region = self.region_of(pa)
+        return region.pas if region is not None else Pas.NONE
 
     def transitioned(self) -> dict[int, Pas]:
-        """Granules whose PAS differs from the boot map, by granule address."""
-        return {index << _SHIFT: pas for index, pas in self._overrides.items()}
+        """Granules whose GPT entry differs from the boot map, by address (decoded from the tables)."""
+        out: dict[int, Pas] = {}
+        granule = self._geometry.granule_size
+        for run in self.pas_map().runs:
+            region = self.region_of(run.start)
+            if region is not None and run.end <= region.end and run.pas == region.pas:
+                continue
+            for pa in range(run.start, run.end, granule):
+                pas = Pas.NONE if run.pas == "fault" else Pas(run.pas)
+                if pas is not self.initial_pas(pa):
+                    out[pa] = pas
+        return out
+
+    def cached(self, pa: int) -> Gpi | None:
+        """The GPI a TLB holds for the granule containing ``pa`` (None: the next access walks)."""
+        cached = self._cache.get(pa >> _SHIFT)
+        return cached[0] if cached is not None else None
+
+    # -- reading the whole table ---------------------------------------------------------
+
+    def tables(self) -> dict[int, bytes]:
+        """The L0 table and every L1 table as they are in Root memory now: ``{PA: bytes}``."""
+        geometry = self._geometry
+        out = {self._l0_base: self._memory.read(self._l0_base, geometry.l0_table_size, ROOT)}
+        for address in self.l1_tables:
+            out[address] = self._memory.read(address, geometry.l1_table_size, ROOT)
+        return out
+
+    def pas_map(self) -> PasMap:
+        """The PAS map the tables in memory describe (decoded with ``arch.gpt.decode_tables``)."""
+        return decode_tables(self.gpccr, self.gptbr, self.tables(), features=self.features)
+
+    # -- EL3's table surgery -------------------------------------------------------------
+
+    def l1_slot(self, pa: int) -> tuple[memoryview, int] | None:
+        """EL3's mapping of the L1 table covering ``pa`` and the byte offset of its entry (None: L0 Block)."""
+        l0 = self.read64(self._l0_base + 8 * ((pa & self._l0_index_mask) >> self._l0_entry_shift))
+        if l0 & 0xF != 0b0011:
+            return None
+        table = l0 & _L0_TABLE_ADDRESS
+        view = self._view(table, self._l1_size) if table in self._l1_set else None
+        if view is None:
+            view = self._memory.map(table, self._l1_size, ROOT)
+        return view, 8 * ((pa & self._l1_index_mask) >> (self._pgs + 4))
+
+    def l1_entry(self, pa: int) -> tuple[int, int] | None:
+        """(address, value) of the L1 entry covering ``pa``; None when its L0 entry is not a Table."""
+        geometry = self._geometry
+        l0 = self.read64(self._l0_base + 8 * geometry.l0_index(pa))
+        if l0 & 0xF != 0b0011:
+            return None
+        address = (l0 & _L0_TABLE_ADDRESS) + 8 * geometry.l1_index(pa)
+        return address, self.read64(address)
+
+    def entry_gpi(self, value: int, pa: int) -> int:
+        """The GPI encoding an L1 descriptor ``value`` gives ``pa`` (Contiguous or Granules)."""
+        if value & 0xF == 0b0001:
+            return value >> 4 & 0xF
+        return value >> (4 * (pa >> self._pgs & 0xF)) & 0xF
+
+    def _slot(self, pa: int, slot: tuple[memoryview, int] | None) -> tuple[memoryview, int]:
+        found = slot if slot is not None else self.l1_slot(pa)
+        if found is None:
+            raise ValueError(f"{pa:#x} is not under an L1 table: its PAS cannot change")
+        return found
+
+    def shatter(self, pa: int, slot: tuple[memoryview, int] | None = None) -> int:
+        """Split the Contiguous descriptor covering ``pa`` as TF-A's ``shatter_block``; the old block size.
+
+        A 512 MB block becomes 32 MB blocks, the one holding ``pa`` 2 MB blocks,
+        the one holding ``pa`` Granules descriptors (rme-gpt-mec.md §3.8). Returns 0
+        when the entry already is a Granules descriptor. The caller owes a TLBI
+        RPALOS over the returned size (R_RSSKBB).
+        """
+        view, offset = self._slot(pa, slot)
+        value = int.from_bytes(view[offset : offset + 8], "little")
+        if value & 0xF != 0b0001:
+            return 0
+        # Descriptors as ints (D9.6.3/4): Contiguous = Contig << 8 | GPI << 4 | 1; Granules = GPI × 16.
+        contig = value >> 8 & 0b11
+        gpi = value >> 4 & 0xF
+        old = _CONTIG_BYTES[contig]
+        span_shift = self._pgs + 4
+        own = offset & ~7
+        while contig:
+            # Every entry of the block but the next-smaller block holding ``pa``, which is split next.
+            smaller = contig - 1
+            descriptor = smaller << 8 | gpi << 4 | 0b0001 if smaller else gpi * _UNIFORM
+            size = 8 * (_CONTIG_BYTES[contig] >> span_shift)
+            first = own & ~(size - 1)
+            if smaller:
+                inner = 8 * (_CONTIG_BYTES[smaller] >> span_shift)
+                inner_first = own & ~(inner - 1)
+                view[first:inner_first] = self._pattern(descriptor, (inner_first - first) >> 3)
+                view[inner_first + inner : first + size] = self._pattern(
+                    descriptor, (first + size - inner_first - inner) >> 3
+                )
+            else:
+                view[first : first + size] = self._pattern(descriptor, size >> 3)
+            contig = smaller
+        return old
+
+    def set_gpi(self, pa: int, gpi: int, slot: tuple[memoryview, int] | None = None) -> None:
+        """Rewrite the GPI field of the granule ``pa`` in its (shattered) Granules descriptor."""
+        view, offset = self._slot(pa, slot)
+        value = int.from_bytes(view[offset : offset + 8], "little")
+        if value & 0xF == 0b0001:
+            raise ValueError(f"the L1 entry of {pa:#x} is Contiguous: shatter it first")
+        shift = 4 * (pa >> self._pgs & 0xF)
+        view[offset : offset + 8] = (value & ~(0xF << shift) | gpi << shift).to_bytes(8, "little")
+
+    def fuse(self, pa: int, slot: tuple[memoryview, int] | None = None) -> None:
+        """Fold the blocks around ``pa`` back into Contiguous descriptors, as TF-A's ``fuse_block``.
+
+        2 MB: all 32 Granules descriptors hold one GPI in every field; 32 MB and
+        512 MB: the first descriptor of each of the 16 smaller blocks is that
+        block's Contiguous descriptor with the same GPI. Replacing descriptors
+        that encode the same GPIs needs no TLBI (R_RNNHCF).
+        """
+        view, offset = self._slot(pa, slot)
+        entries = view.cast("Q")  # native order: the table bytes are little-endian, as are supported hosts
+        span_shift = self._pgs + 4
+        index = offset >> 3
+        count = _CONTIG_BYTES[1] >> span_shift
+        first = index & ~(count - 1)
+        value = entries[first]
+        gpi = value & 0xF
+        if gpi == 0b0001 or value != gpi * _UNIFORM or gpi not in self._valid:
+            return
+        if view[8 * first : 8 * (first + count)].tobytes() != self._pattern(value, count):
+            return
+        # Find the largest block that fuses, then write it once (TF-A's fuse_contig).
+        contig = 1
+        while contig < 3:
+            larger = _CONTIG_BYTES[contig + 1] >> span_shift
+            larger_first = index & ~(larger - 1)
+            sub = larger >> 4
+            descriptor = contig << 8 | gpi << 4 | 0b0001
+            seen = entries[larger_first : larger_first + larger : sub].tolist()
+            # The block being fused still holds Granules descriptors (or smaller blocks): skip it.
+            own = (first - larger_first) // sub
+            if seen[:own] + seen[own + 1 :] != [descriptor] * 15:
+                break
+            contig += 1
+            count, first = larger, larger_first
+        view[8 * first : 8 * (first + count)] = self._pattern(contig << 8 | gpi << 4 | 0b0001, count)
+
+    # -- TLB maintenance (EL3 only) --------------------------------------------------------
+
+    def tlbi_rpalos(self, base: int, size: int) -> None:
+        """TLBI RPALOS: drop cached GPT information for [base, base+size) (DDI0487 C5.5.27)."""
+        cache = self._cache
+        first = base >> _SHIFT
+        if size <= GRANULE_SIZE:
+            cache.pop(first, None)
+            return
+        count = size >> _SHIFT
+        if count <= len(cache):
+            for index in range(first, first + count):
+                cache.pop(index, None)
+        else:
+            for index in [i for i in cache if first <= i < first + count]:
+                del cache[index]
+
+    def tlbi_paallos(self) -> None:
+        """TLBI PAALLOS: drop all cached GPT information (DDI0487 C5.5.20)."""
+        self._cache.clear()

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from cca_hil.arch.gpt import Gpccr, Gptbr, GptConfigError, GptFeatures, L0GptSz, Pps
 from cca_hil.arch.pas import Pas
 from cca_hil.errors import ProfileError
 from cca_hil.targets.base import MemoryRegion
@@ -32,6 +33,14 @@ FVP_BASE_RME_REGIONS: tuple[MemoryRegion, ...] = (
     MemoryRegion("ns-dram2", 0x8_8000_0000, 0x8000_0000, "dram", Pas.NONSECURE),
 )
 """FVP Base RevC with ENABLE_RMM=1 (TF-A fvp_pas_def.h); device space is GPI ANY (not protected)."""
+
+FVP_GPT_L0_BASE = 0x0405_E000
+"""TF-A on FVP: the L0 GPT in the top 8 KB of Trusted SRAM (GPTBR_EL3 = 0x405E, rme-gpt-mec.md §6.1)."""
+FVP_GPT_L1_BASE = 0xFFF0_0000
+"""TF-A on FVP: ARM_L1_GPT_BASE, the 1 MB Root carve-out the L1 tables are handed out from."""
+
+GpfRouting = Literal["abort", "el3"]
+GPF_ROUTINGS: tuple[GpfRouting, ...] = ("abort", "el3")
 
 QuirkMode = Literal["spec", "tf-rmm"]
 QUIRK_MODES: tuple[QuirkMode, ...] = ("spec", "tf-rmm")
@@ -104,6 +113,17 @@ class RmmConfig:
         return value
 
 
+@dataclass(frozen=True, kw_only=True)
+class GptPlacement:
+    """How EL3 configures the GPC: register values, where the L1 tables go, a carve-out it adds."""
+
+    gpccr: Gpccr
+    gptbr: Gptbr
+    l1_base: int
+    carveout: MemoryRegion | None = None
+    """Root memory for the tables when the platform map has no room for them (not in ``regions``)."""
+
+
 @dataclass(frozen=True)
 class PlatformConfig:
     """Everything needed to build a modelled platform; deterministic from ``seed``."""
@@ -117,8 +137,97 @@ class PlatformConfig:
     """An address in no memory (between DRAM1 and DRAM2 on FVP)."""
     seed: int = 0
     mec: bool = False
+    """FEAT_MEC: each realm's memory is encrypted under its own MECID (rme-gpt-mec.md §7.3, §7.7)."""
     mecid_bits: int = 16
+    """MECIDR_EL2.MECIDWidthm1 + 1: the common MECID width."""
+    encryption: bool = False
+    """Memory is encrypted per PAS (and per MECID with ``mec``): a read through a foreign context sees
+    ciphertext (DEN0129 RMLFBL). Off by default, as on an FVP run without its MPE (TF-A's RME recipe):
+    TF-RMM's scrubbing is then observable as zeros (rmm-abi.md §3.1, §11 #21) and bytes stay
+    comparable with such a target; ``model-mec`` and ``--set model.encryption=true`` turn it on."""
+    gpf_routing: GpfRouting = "abort"
+    """SCR_EL3.GPF: ``abort`` (0, TF-A's choice) reports a GPF at EL2/EL1 as an Instruction/Data Abort
+    there; ``el3`` (1) takes it to EL3 as a GPC exception (DDI0487 D1.4.5.3, rme-gpt-mec.md §4.3)."""
+    gpt_pps_bits: int | None = None
+    """Protected PA size t of GPCCR_EL3.PPS; default: the smallest size of at least 40 bits (TF-A on FVP:
+    1 TB) that covers every region."""
+    gpt_l0gptsz_bits: int | None = None
+    """L0GPTSZ (fixed by the implementation): 30 (FVP) unless the PPS is above 44 bits, then 34."""
+    gpt_l0_base: int | None = None
+    """Where EL3 puts the L0 GPT (GPTBR_EL3.BADDR << 12); default: TF-A's FVP address when it fits,
+    else a Root carve-out of its own at the top of the protected range."""
+    gpt_l1_base: int | None = None
+    """Where EL3 hands out L1 GPTs from; default as ``gpt_l0_base`` (FVP: the 1 MB L1-GPT carve-out)."""
+    el3_skip_tlbi: bool = False
+    """Negative testing: EL3 leaves out the TLBI after each GPT write, so cached GPIs go stale (§5.5)."""
     rmm: RmmConfig = field(default_factory=RmmConfig)
+
+    def check(self) -> None:
+        """Reject values no platform can have (ProfileError naming the parameter and what is valid)."""
+        self.rmm.check()
+        if not 1 <= self.mecid_bits <= 16:
+            raise ProfileError(f"mecid_bits {self.mecid_bits} outside 1..16")
+        if self.gpf_routing not in GPF_ROUTINGS:
+            raise ProfileError(f"unknown gpf_routing {self.gpf_routing!r}", valid=GPF_ROUTINGS)
+        pps = [p.bits for p in Pps]
+        if self.gpt_pps_bits is not None and (
+            self.gpt_pps_bits not in pps or self.gpt_pps_bits > self.pa_bits
+        ):
+            raise ProfileError(
+                f"gpt_pps_bits {self.gpt_pps_bits} is not a GPCCR_EL3.PPS size up to pa_bits {self.pa_bits}",
+                valid=[str(b) for b in pps if b <= self.pa_bits],
+            )
+        if self.gpt_l0gptsz_bits is not None and self.gpt_l0gptsz_bits not in (30, 34, 36, 39):
+            raise ProfileError(f"gpt_l0gptsz_bits {self.gpt_l0gptsz_bits}", valid=("30", "34", "36", "39"))
+        try:
+            placement = self.gpt_placement()
+            placement.gptbr.check_alignment(placement.gpccr.geometry)
+        except GptConfigError as exc:
+            raise ProfileError(f"GPT placement: {exc.what}", where="model.gpt_l0_base") from exc
+
+    def gpt_placement(self) -> GptPlacement:
+        """GPCCR_EL3/GPTBR_EL3 as TF-A programs them and where the tables go (rme-gpt-mec.md §6.1)."""
+        top = max((r.end for r in self.regions if r.pas is not Pas.ANY), default=1)
+        need = max(min(40, self.pa_bits), (top - 1).bit_length())
+        if self.gpt_pps_bits is not None:
+            t = self.gpt_pps_bits
+        else:
+            fitting = sorted(p.bits for p in Pps if need <= p.bits <= self.pa_bits)
+            if not fitting:
+                raise GptConfigError(
+                    f"no PPS covers the memory map up to {top:#x} within pa_bits {self.pa_bits}"
+                )
+            t = fitting[0]
+        s = self.gpt_l0gptsz_bits if self.gpt_l0gptsz_bits is not None else (30 if t <= 44 else 34)
+        # TF-A's GPCCR_EL3: PPS, PGS 4 KB, IRGN=ORGN=WB-RA-WA, SH=IS, GPC=1 (0x13502 on FVP).
+        gpccr = Gpccr(
+            pps=next(p for p in Pps if p.bits == t), l0gptsz=next(z for z in L0GptSz if z.bits == s)
+        )
+        geometry = gpccr.geometry
+        names = {r.name for r in self.regions}
+        fvp_fits = geometry.l0_table_size <= 0x2000 and {"trusted-sram", "l1-gpt"} <= names
+        l0 = self.gpt_l0_base
+        l1 = self.gpt_l1_base
+        carveout = None
+        if l0 is None or l1 is None:
+            if fvp_fits:
+                l0 = FVP_GPT_L0_BASE if l0 is None else l0
+                l1 = FVP_GPT_L1_BASE if l1 is None else l1
+            else:
+                # A Root carve-out of one whole L0 region at the top of the protected range (an L0 Block,
+                # so it needs no L1 table itself): L0 table first, then the L1 tables.
+                base = geometry.protected_size - geometry.l0_region_size
+                if any(r.base < base + geometry.l0_region_size and base < r.end for r in self.regions):
+                    raise GptConfigError("no room for the GPT: set gpt_l0_base and gpt_l1_base")
+                carveout = MemoryRegion("gpt", base, geometry.l0_region_size, "sram", Pas.ROOT)
+                l0 = base if l0 is None else l0
+                l1_size = geometry.l1_table_size
+                l1 = -(-(base + geometry.l0_table_size) // l1_size) * l1_size if l1 is None else l1
+        return GptPlacement(gpccr=gpccr, gptbr=Gptbr.for_table(l0), l1_base=l1, carveout=carveout)
+
+    def gpt_features(self) -> GptFeatures:
+        """What the PE implements for the GPC: FEAT_SEL2, no GDI, this PA size."""
+        return GptFeatures(pa_bits=self.pa_bits)
 
     @property
     def pa_limit(self) -> int:
@@ -174,4 +283,5 @@ class PlatformConfig:
         if "granule_pool" in params:
             pool = tuple((int(p["base"]), int(p["size"])) for p in params["granule_pool"])
             config = replace(config, granule_pool=pool)
+        config.check()
         return config
