@@ -331,6 +331,8 @@ class Replay:
             observer = Observer(event)
             if event is self._final_continue:
                 observer.on_complete = partial(self.snapshot_token, rec, self.value(event["args"]["addr"]))
+            elif "injected_exception" in (event.get("result") or {}):
+                observer.on_complete = partial(self.check_injection, event, rec)
             self.observers.append(observer)
             actions.append(Action(step, observer))
             if isinstance(step, MemoryAccess) and not step.write and step.register != 31:
@@ -339,6 +341,15 @@ class Replay:
                     loads.append((event, step.register))
         self.machine.rmm.realm_exec.stage(rec, actions)
         return loads
+
+    def check_injection(self, event: dict[str, Any], rec_pa: int) -> None:
+        """An exception the RMM injected instead of exiting (HVC, SEA): the vector and ESR_EL1 seen."""
+        want = event["result"]["injected_exception"]
+        injected = self.machine.rmm.recs[rec_pa // GRANULE_SIZE].injected
+        self.compared += 1
+        got = None if injected is None else (injected.vector, injected.esr_el1)
+        if got != (self.value(want["vector_offset"]), self.value(want["esr_el1"])):
+            self.problems.append(f"{describe(event)}: injected {got}, TF-RMM {want}")
 
     def check_start(self, event: dict[str, Any], rec: Any) -> None:
         observed = event["observed"]
