@@ -128,7 +128,10 @@ def test_measured_data_from_an_address_cannot_be_measured_offline() -> None:
         measure_sequence(load_sequence_text(text))
 
 
-def test_attestation_sequence_token_carries_the_offline_rim(model: ModelTarget) -> None:
+@pytest.mark.parametrize("overrides", [(), ("model.encryption=true",)], ids=["plain", "encrypted-memory"])
+def test_attestation_sequence_token_carries_the_offline_rim(overrides: tuple[str, ...]) -> None:
+    model = build_target(load_profile("model", overrides))
+    assert isinstance(model, ModelTarget)
     spec = load_sequence("cca_hil/data/sequences/attestation.yaml")
     (realm,) = measure_sequence(spec)
     result = Runner(model).run(spec)

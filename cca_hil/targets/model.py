@@ -203,7 +203,8 @@ class ModelTarget(Target):
             if pa is None:
                 raise TargetError(f"the realm cannot read IPA {at:#x} (not ASSIGNED with RIPAS RAM)")
             chunk = min(size - len(out), GRANULE_SIZE - at % GRANULE_SIZE)
-            out += self.machine.memory.read(pa, chunk)
+            # The RMM's view: a realm granule read through the realm's own encryption context.
+            out += rmm.memory.read(pa, chunk)
         return bytes(out)
 
     def reset(self) -> None:

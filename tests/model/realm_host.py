@@ -81,7 +81,8 @@ class RunningRealm:
     def read(self, ipa: int, size: int) -> bytes:
         """What the realm holds at ``ipa`` (a DATA page of this realm)."""
         page = ipa & ~(GRANULE_SIZE - 1)
-        return self.host.machine.memory.read(self.data[page] + ipa - page, size)
+        # Through the RMM's view: a realm granule is read with the realm's own encryption context.
+        return self.host.rmm.memory.read(self.data[page] + ipa - page, size)
 
 
 def rsi(name: str, **args: int | bytes) -> SmcCall:

@@ -246,7 +246,7 @@ def test_realm_config_bytes_outside_its_fields_are_zero_by_spec_and_kept_by_tf_r
     rr = running_realm(Host(quirks))  # type: ignore[arg-type]
     rr.enter(rsi("features"))  # the realm runs once; then it writes its own page
     page = rr.data[0x3000]
-    rr.host.machine.memory.write(page + 0x100, b"\x5a" * 8)
+    rr.host.rmm.memory.write(page + 0x100, b"\x5a" * 8)
     call(rr, "realm_config", addr=0x3000)
     # rmm-abi.md §12 #17.
     assert (rr.read(0x3100, 8) == b"\x5a" * 8) is kept
@@ -358,7 +358,7 @@ def test_host_call_failure_conditions(rr: RunningRealm, addr: int, condition: st
 
 def write_host_call(rr: RunningRealm, ipa: int, imm: int, gprs: list[int]) -> None:
     page = ipa & ~(GRANULE_SIZE - 1)
-    rr.host.machine.memory.write(rr.data[page] + ipa - page, struct.pack("<Q31Q", imm, *gprs))
+    rr.host.rmm.memory.write(rr.data[page] + ipa - page, struct.pack("<Q31Q", imm, *gprs))
 
 
 @pytest.mark.parametrize(("quirks", "imm"), [("spec", 0x5678), ("tf-rmm", 0xABCD5678)])

@@ -196,7 +196,7 @@ class Replay:
         pa = self.machine.rmm.realm_ram_pa(realm, ipa)
         assert pa is not None
         total = self.data["captured_token"]["total_len"]
-        self._token = self.machine.memory.read(pa, min(total, GRANULE_SIZE))
+        self._token = self.machine.rmm.memory.read(pa, min(total, GRANULE_SIZE))
 
     def check_token(self, captured: dict[str, Any]) -> None:
         """The last token the realm received against the decoded capture (all but signatures)."""
