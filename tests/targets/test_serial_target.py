@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -293,16 +295,18 @@ class Rfc2217Server:
     def _serve(self) -> None:
         self.listener.settimeout(5.0)
         self.client, _ = self.listener.accept()
-        self.client.settimeout(0.05)
+        # Blocking sends: a send timeout could cut a frame in half when the client reads slowly.
+        self.client.setblocking(True)
         manager = serial.rfc2217.PortManager(self.serial, self)
         to_client = threading.Thread(target=self._to_client, args=(manager,), daemon=True)
         to_client.start()
         self.threads.append(to_client)
         while self.alive.is_set():
+            ready, _, _ = select.select([self.client], [], [], 0.05)
+            if not ready:
+                continue
             try:
                 data = self.client.recv(4096)
-            except TimeoutError:
-                continue
             except OSError:
                 return
             if not data:
@@ -321,6 +325,9 @@ class Rfc2217Server:
     def close(self) -> None:
         """Stop both directions and close everything (bounded)."""
         self.alive.clear()
+        if self.client is not None:
+            with contextlib.suppress(OSError):
+                self.client.shutdown(socket.SHUT_RDWR)
         for thread in self.threads:
             thread.join(timeout=5.0)
         if self.client is not None:
