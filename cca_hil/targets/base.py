@@ -273,6 +273,37 @@ class Target(abc.ABC):
         """The PAS the GPT currently gives the granule containing ``pa`` (needs ``gpt_read``)."""
         raise CapabilityError(Capability.GPT_READ, self.name)
 
+    def gpt_registers(self) -> tuple[int, int]:
+        """GPCCR_EL3 and GPTBR_EL3 as programmed (DDI0487 D24.2.56/57; needs ``gpt_read``)."""
+        raise CapabilityError(Capability.GPT_READ, self.name)
+
+    def gpt_tables(self) -> dict[int, bytes]:
+        """The L0 GPT and every L1 GPT it points to, as ``{PA: bytes}`` (needs ``gpt_read``)."""
+        raise CapabilityError(Capability.GPT_READ, self.name)
+
+    def access_from(
+        self, world: Pas, pa: int, op: AccessOp, size: int = 8, value: int = 0, *, pas: Pas | None = None
+    ) -> AccessResult:
+        """One probing load/store by Security state ``world`` (at EL2; Root at EL3) to (``pa``, ``pas``).
+
+        ``pas`` defaults to the world's own PAS. Only Non-secure accesses are
+        possible through the agent; targets that can act in other worlds override this.
+        """
+        if world is Pas.NONSECURE and pas in (None, Pas.NONSECURE):
+            return self.access(pa, op, size, value)
+        raise CapabilityError(f"{Capability.ACCESS} from the {world.value} world", self.name)
+
+    def read_physical(self, pa: int, size: int, pas: Pas, mecid: int = 0) -> bytes:
+        """A debug read of (``pa``, ``pas``, ``mecid``) past the GPC: what memory holds for that context.
+
+        Needs ``encryption`` (it is how ciphertext is observed, rme-gpt-mec.md §7.2).
+        """
+        raise CapabilityError(Capability.ENCRYPTION, self.name)
+
+    def realm_mecid(self, rd: int) -> int | None:
+        """The MECID the RMM gave the realm whose RD is at ``rd`` (None: no such realm; needs ``mec``)."""
+        raise CapabilityError(Capability.MEC, self.name)
+
     @property
     def rmi_condition(self) -> str | None:
         """Spec label of the failure condition the RMM reported for the last RMI call.

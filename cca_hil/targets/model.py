@@ -60,6 +60,13 @@ class ModelTarget(Target):
         "non_memory": int,
         "mec": bool,
         "mecid_bits": int,
+        "encryption": bool,
+        "gpf_routing": str,
+        "gpt_pps_bits": int,
+        "gpt_l0gptsz_bits": int,
+        "gpt_l0_base": int,
+        "gpt_l1_base": int,
+        "el3_skip_tlbi": bool,
         "regions": list,
         "granule_pool": list,
         "attestation": {"keys": str, "platform_token": str},
@@ -114,6 +121,8 @@ class ModelTarget(Target):
         }
         if self.config.mec:
             caps.add(Capability.MEC)
+        if self.config.encryption and importlib.util.find_spec("cryptography") is not None:
+            caps.add(Capability.ENCRYPTION)
         # Tokens need the optional ``attest`` dependencies; look for them without importing them.
         if all(importlib.util.find_spec(name) is not None for name in ("cbor2", "cryptography")):
             caps.add(Capability.ATTESTATION)
@@ -162,6 +171,26 @@ class ModelTarget(Target):
 
     def gpt_pas(self, pa: int) -> Pas:
         return self.machine.gpt.pas_of(pa)
+
+    def gpt_registers(self) -> tuple[int, int]:
+        gpt = self.machine.gpt
+        return gpt.gpccr.encode(), gpt.gptbr.encode()
+
+    def gpt_tables(self) -> dict[int, bytes]:
+        return self.machine.gpt.tables()
+
+    def access_from(
+        self, world: Pas, pa: int, op: AccessOp, size: int = 8, value: int = 0, *, pas: Pas | None = None
+    ) -> AccessResult:
+        return self.machine.access(pa, op, world=world, pas=pas, size=size, value=value)
+
+    def read_physical(self, pa: int, size: int, pas: Pas, mecid: int = 0) -> bytes:
+        self.require(Capability.ENCRYPTION)
+        return self.machine.read_physical(pa, size, pas, mecid)
+
+    def realm_mecid(self, rd: int) -> int | None:
+        self.require(Capability.MEC)
+        return self.machine.realm_mecid(rd)
 
     @property
     def rmi_condition(self) -> str | None:
