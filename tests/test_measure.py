@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -128,10 +129,13 @@ def test_measured_data_from_an_address_cannot_be_measured_offline() -> None:
         measure_sequence(load_sequence_text(text))
 
 
-@pytest.mark.parametrize("overrides", [(), ("model.encryption=true",)], ids=["plain", "encrypted-memory"])
-def test_attestation_sequence_token_carries_the_offline_rim(overrides: tuple[str, ...]) -> None:
-    model = build_target(load_profile("model", overrides))
+@pytest.mark.parametrize("encryption", [False, True], ids=["plain", "encrypted-memory"])
+def test_attestation_sequence_token_carries_the_offline_rim(encryption: bool) -> None:
+    model = build_target(load_profile("model"))
     assert isinstance(model, ModelTarget)
+    # Per-PAS/MECID memory encryption on: the token must be read through the realm's own context.
+    model.config = replace(model.config, encryption=encryption)
+    model.reset()
     spec = load_sequence("cca_hil/data/sequences/attestation.yaml")
     (realm,) = measure_sequence(spec)
     result = Runner(model).run(spec)
