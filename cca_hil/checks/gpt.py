@@ -264,9 +264,7 @@ class _Transitions:
 
     def store_faults(self) -> Verdict:
         g = self.granule
-        return judge(
-            self.target.access(g, "write", 8, 0x5A5A), self._expect_gpf(g), write=True, world=Pas.NONSECURE
-        )
+        return judge(self.target.access(g, "write", 8, 0x5A5A), self._expect_gpf(g), write=True)
 
     def neighbours_pass(self) -> Verdict:
         """The other 15 granules of the same Granules descriptor, and granules 2 MB and 32 MB away."""
