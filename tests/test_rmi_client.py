@@ -17,6 +17,7 @@ from cca_hil.rmi_client import (
     RmiCallError,
     RmiClient,
 )
+from cca_hil.targets.base import Capability, Target
 from cca_hil.targets.model import ModelTarget
 
 
@@ -212,8 +213,19 @@ def test_rec_enter_of_an_active_realm_exits_on_a_target_without_realm_execution(
     assert client.read_rec_exit(run).exit_reason == 1  # IRQ: the model's RMM returns at once
 
 
-def test_rec_enter_with_realm_actions_needs_realm_execution(
-    client: RmiClient, allocator: GranuleAllocator
-) -> None:
+class _NoRealmModel(ModelTarget):
+    """A model that, like a target without a realm payload, cannot run realms."""
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return super().capabilities - {Capability.REALM_EXEC}
+
+    realm_enter = Target.realm_enter
+
+
+def test_rec_enter_with_realm_actions_needs_realm_execution() -> None:
+    target = _NoRealmModel(profile=load_profile("model"))
+    client = RmiClient(target)
+    allocator = GranuleAllocator.for_target(target)
     with pytest.raises(CapabilityError, match="realm_exec"):
         client.rec_enter(allocator.granule(), allocator.granule(), actions=["wfi"])

@@ -499,6 +499,20 @@ def test_rec_enter_without_realm_actions_runs_and_checks_the_exit() -> None:
     assert steps["enter_expecting_host_call"].message == "exit exit_reason irq, expected host_call"
 
 
+class _NoRealmModel(ModelTarget):
+    """A model that, like a target without a realm payload, cannot run realms."""
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return super().capabilities - {Capability.REALM_EXEC}
+
+    realm_enter = Target.realm_enter
+
+
+def no_realm_model() -> ModelTarget:
+    return _NoRealmModel(profile=load_profile("model"))
+
+
 def test_realm_actions_and_rsi_steps_are_skipped_without_realm_execution() -> None:
     result = run(
         ACTIVE_REALM
@@ -515,7 +529,8 @@ def test_realm_actions_and_rsi_steps_are_skipped_without_realm_execution() -> No
     rec: rec0
     args: {req: 0x10000}
     expect: {outputs: {lower: 0x10000}}
-"""
+""",
+        no_realm_model(),
     )
     steps = by_name(result)
     for name in ("enter", "rsi_version"):
@@ -526,7 +541,8 @@ def test_realm_actions_and_rsi_steps_are_skipped_without_realm_execution() -> No
 
 def test_missing_required_capability_skips_the_whole_sequence() -> None:
     result = run(
-        "sequence: s\nrequires: [rme, realm_exec]\nsteps:\n  - rmi: version\n    args: {req: 0x10000}\n"
+        "sequence: s\nrequires: [rme, realm_exec]\nsteps:\n  - rmi: version\n    args: {req: 0x10000}\n",
+        no_realm_model(),
     )
     assert result.outcome is Outcome.SKIPPED
     assert result.skipped_reason == "target 'model' lacks realm_exec"
