@@ -15,6 +15,7 @@ optional ``noise`` specification that wraps the stream in
 from __future__ import annotations
 
 import abc
+import re
 import tempfile
 import threading
 import time
@@ -53,6 +54,51 @@ LINK_PARAMS: dict[str, Any] = {
 
 _WIDE_REGISTERS = 8
 """A 64-byte RSI value travels in eight registers, little-endian (RMM 1.0 B5.3)."""
+
+SYSREG_ENCODINGS: dict[str, tuple[int, int, int, int, int]] = {
+    "MIDR_EL1": (3, 0, 0, 0, 0),
+    "MPIDR_EL1": (3, 0, 0, 0, 5),
+    "REVIDR_EL1": (3, 0, 0, 0, 6),
+    "ID_AA64PFR0_EL1": (3, 0, 0, 4, 0),
+    "ID_AA64PFR1_EL1": (3, 0, 0, 4, 1),
+    "ID_AA64ZFR0_EL1": (3, 0, 0, 4, 4),
+    "ID_AA64SMFR0_EL1": (3, 0, 0, 4, 5),
+    "ID_AA64DFR0_EL1": (3, 0, 0, 5, 0),
+    "ID_AA64DFR1_EL1": (3, 0, 0, 5, 1),
+    "ID_AA64AFR0_EL1": (3, 0, 0, 5, 4),
+    "ID_AA64AFR1_EL1": (3, 0, 0, 5, 5),
+    "ID_AA64ISAR0_EL1": (3, 0, 0, 6, 0),
+    "ID_AA64ISAR1_EL1": (3, 0, 0, 6, 1),
+    "ID_AA64ISAR2_EL1": (3, 0, 0, 6, 2),
+    "ID_AA64MMFR0_EL1": (3, 0, 0, 7, 0),
+    "ID_AA64MMFR1_EL1": (3, 0, 0, 7, 1),
+    "ID_AA64MMFR2_EL1": (3, 0, 0, 7, 2),
+}
+"""(op0, op1, CRn, CRm, op2) of the registers a realm commonly reads (DDI0487 D23, ID registers)."""
+
+_GENERIC_SYSREG = re.compile(r"S([0-3])_([0-7])_C(\d{1,2})_C(\d{1,2})_([0-7])", re.IGNORECASE)
+"""The assembler's generic name ``S<op0>_<op1>_C<n>_C<m>_<op2>`` for any register."""
+
+
+def sysreg_encoding(name: str) -> int:
+    """op0:op1:CRn:CRm:op2 of a register, as in MRS bits [20:5] (the agent's SYSREG action field)."""
+    fields_ = SYSREG_ENCODINGS.get(name.upper())
+    if fields_ is None:
+        match = _GENERIC_SYSREG.fullmatch(name)
+        if match is None or int(match.group(3)) > 15 or int(match.group(4)) > 15:
+            raise TargetError(
+                f"system register {name!r} has no known encoding: use S<op0>_<op1>_C<n>_C<m>_<op2> "
+                f"(known: {', '.join(SYSREG_ENCODINGS)})"
+            )
+        fields_ = (
+            int(match.group(1)),
+            int(match.group(2)),
+            int(match.group(3)),
+            int(match.group(4)),
+            int(match.group(5)),
+        )
+    op0, op1, crn, crm, op2 = fields_
+    return (op0 << 14) | (op1 << 11) | (crn << 7) | (crm << 3) | op2
 
 
 @dataclass(frozen=True)
@@ -147,7 +193,7 @@ def wire_actions(actions: Sequence[RealmActionLike]) -> list[WireAction]:
         elif kind == "hvc":
             out.append(WireAction(RealmActionKind.HVC, imm=int(args.get("imm", 0))))
         elif kind == "sysreg":
-            out.append(WireAction(RealmActionKind.SYSREG, fid=int(action.fid or 0)))
+            out.append(WireAction(RealmActionKind.SYSREG, fid=sysreg_encoding(action.name)))
         else:
             try:
                 out.append(WireAction(RealmActionKind[kind.upper()]))

@@ -23,7 +23,7 @@ from cca_hil.model.machine import Machine
 from cca_hil.profiles import build_target, load_profile
 from cca_hil.seqformat import PSCI_FUNCTIONS, RSI_COMMANDS
 from cca_hil.sequences import RealmAction
-from cca_hil.targets.agent import AgentTarget, wire_actions
+from cca_hil.targets.agent import AgentTarget, sysreg_encoding, wire_actions
 from cca_hil.targets.base import Capability
 from cca_hil.targets.model import ModelTarget
 
@@ -237,3 +237,16 @@ def test_realm_observations_reach_the_actions_across_entries(serve: Serve) -> No
     assert exiting.result == regs_b
     assert queued.started and queued.result == regs_a
     assert [len(r.actions) for r in agent.requests] == [3, 1]
+
+
+def test_system_registers_are_encoded_as_in_mrs() -> None:
+    # MRS X0, ID_AA64PFR0_EL1 is 0xD5380400: bits [20:5] hold op0:op1:CRn:CRm:op2.
+    assert sysreg_encoding("ID_AA64PFR0_EL1") == (0xD538_0400 >> 5) & 0xFFFF
+    assert sysreg_encoding("id_aa64mmfr0_el1") == (0xD538_0700 >> 5) & 0xFFFF
+    assert sysreg_encoding("S3_0_C0_C4_0") == sysreg_encoding("ID_AA64PFR0_EL1")
+    wire = wire_actions([RealmAction(kind="sysreg", name="MIDR_EL1", fid=None, args={})])
+    assert wire[0].kind is RealmActionKind.SYSREG and wire[0].fid == (0xD538_0000 >> 5) & 0xFFFF
+    with pytest.raises(TargetError, match=r"system register 'FOO_EL1' has no known encoding"):
+        sysreg_encoding("FOO_EL1")
+    with pytest.raises(TargetError, match="no known encoding"):
+        sysreg_encoding("S3_0_C16_C0_0")
