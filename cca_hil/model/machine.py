@@ -56,7 +56,7 @@ WORLD_PAS: Final = {
 _DEFAULT_CONTEXTS: Final = {Pas.NONSECURE: NONSECURE, Pas.SECURE: SECURE, Pas.ROOT: ROOT, Pas.REALM: REALM}
 
 _PAS_BITS: Final = {Pas.SECURE: 0b00, Pas.NONSECURE: 0b01, Pas.ROOT: 0b10, Pas.REALM: 0b11}
-"""{NSE, NS} of a PAS in MFAR_EL3 and PA operands (rme-gpt-mec.md §1.2)."""
+"""NSE:NS of a PAS: bits 62 and 63 of MFAR_EL3 and of PA operands (rme-gpt-mec.md §1.2)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,7 +190,8 @@ class Machine:
             esr = Esr.data_abort(FaultStatus.GPF, same_el=True, wnr=write)
             return AccessFault(gpc=fault, esr=esr, far=pa, target_el=3 if at_el3 else el)
         esr = Esr.gpc_exception(fault, wnr=write)
-        mfar = _PAS_BITS[pas] << 62 | pa & ((1 << 56) - 1) & ~0xFFF
+        nse_ns = _PAS_BITS[pas]
+        mfar = (nse_ns & 1) << 63 | (nse_ns >> 1) << 62 | pa & ((1 << 56) - 1) & ~0xFFF
         return AccessFault(gpc=fault, esr=esr, far=pa, target_el=3, mfar=mfar)
 
     def access(
