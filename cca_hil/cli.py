@@ -211,6 +211,8 @@ class Settings:
     run_dir: Path | None
     verbose: int
     quiet: bool
+    inject_noise: str | None = None
+    """``--inject-noise`` spec for targets reached through the agent link (farm diagnostics)."""
 
     @property
     def verbosity(self) -> Verbosity:
@@ -233,11 +235,25 @@ class Settings:
             except ProfileError as exc:
                 raise ProfileError(exc.what, where=origin, valid=exc.valid) from exc
         try:
-            return load_profile(self.profile, self.overrides)
+            profile = load_profile(self.profile, self.overrides)
+            if self.inject_noise is None:
+                return profile
+            if profile.kind not in NOISY_KINDS:
+                raise InputError(
+                    f"profile {profile.name!r} is of kind {profile.kind!r}, "
+                    "which has no agent link to add noise to",
+                    where="--inject-noise",
+                    valid=[f"a profile of kind {kind}" for kind in NOISY_KINDS],
+                )
+            return load_profile(self.profile, (*self.overrides, f"link.noise={self.inject_noise}"))
         except ProfileError as exc:
             if exc.where is not None:
                 raise
             raise ProfileError(exc.what, where=f"--profile {self.profile}", valid=exc.valid) from exc
+
+
+NOISY_KINDS = ("serial", "fvp")
+"""Target kinds reached through the agent link, where ``--inject-noise`` applies."""
 
 
 def settings_of(ctx: typer.Context) -> Settings:
@@ -283,6 +299,14 @@ def _root(  # noqa: PLR0917  (typer reads options from the signature)
         int, typer.Option("--verbose", "-v", count=True, help="A line per step; -v/-vv add tracebacks.")
     ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary line.")] = False,
+    inject_noise: Annotated[
+        str | None,
+        typer.Option(
+            "--inject-noise",
+            metavar="SPEC",
+            help="Corrupt the agent link for diagnostics, e.g. ber=1e-4,drop=1e-3,dup=1e-3 (serial, fvp).",
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", is_eager=True, callback=_show_version, help="Print the version and exit."),
@@ -291,12 +315,20 @@ def _root(  # noqa: PLR0917  (typer reads options from the signature)
     """cca-hil: RMI/RSI sequences, GPT and memory-encryption checks on Arm CCA targets or the model."""
     if verbose and quiet:
         raise InputError("--verbose and --quiet exclude each other", where="command line")
+    if inject_noise is not None:
+        from cca_hil.agent.noise import NoiseSpec
+
+        try:
+            inject_noise = str(NoiseSpec.parse(inject_noise))
+        except InputError as exc:
+            raise InputError(exc.what, where="--inject-noise", valid=exc.valid) from exc
     ctx.obj = Settings(
         profile=profile,
         overrides=tuple(overrides or ()),
         run_dir=run_dir,
         verbose=verbose,
         quiet=quiet,
+        inject_noise=inject_noise,
     )
 
 
