@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cca_hil.arch import rsi_1_0 as rsi
 from cca_hil.arch.pas import Pas
 from cca_hil.arch.rmi import MASK64, Param, Ripas, RmiCommand, RmiStatus, RttEntryState
 from cca_hil.arch.rmi_1_0 import RMI_1_0
+from cca_hil.arch.rsi_1_0 import PsciStatus, RsiStatus
 from cca_hil.arch.structs import MAX_REC_AUX, RecEnterFlags, RecExit
 from cca_hil.errors import InputError, SequenceError
 from cca_hil.rmi_client import output_defined
@@ -32,28 +34,11 @@ from cca_hil.yamlio import LineDict, LineList, load_file, load_text
 RMI_STATUS_NAMES: dict[str, int] = {s.name.lower(): int(s) for s in RmiStatus}
 """RmiStatusCode by name; ``not_supported`` (SMCCC -1) is handled apart."""
 
-RSI_STATUS_NAMES: dict[str, int] = {
-    "success": 0,
-    "error_input": 1,
-    "error_state": 2,
-    "incomplete": 3,
-    "error_unknown": 4,
-}
+RSI_STATUS_NAMES: dict[str, int] = {s.name.lower(): int(s) for s in RsiStatus}
 """RsiCommandReturnCode (RMM 1.0 B5.4.4)."""
 
-PSCI_STATUS_NAMES: dict[str, int] = {
-    "success": 0,
-    "not_supported": -1,
-    "invalid_parameters": -2,
-    "denied": -3,
-    "already_on": -4,
-    "on_pending": -5,
-    "internal_failure": -6,
-    "not_present": -7,
-    "disabled": -8,
-    "invalid_address": -9,
-}
-"""PsciReturnCode (PSCI 1.1, DEN0022 5.2.2)."""
+PSCI_STATUS_NAMES: dict[str, int] = {s.name.lower(): int(s) for s in PsciStatus}
+"""PsciReturnCode (PSCI 1.1, DEN0022 5.2.2), negative values as the signed X0."""
 
 HASH_ALGO_NAMES = {"sha256": 0, "sha512": 1}
 RIPAS_NAMES = {r.name.lower(): int(r) for r in Ripas if r is not Ripas.DEV}
@@ -76,85 +61,59 @@ RESPONSE_NAMES = {"accept": 0, "reject": 1}
 
 @dataclass(frozen=True, slots=True)
 class RsiCommand:
-    """An RSI command as a realm action or ``rsi:`` step: FID, argument and output names."""
+    """An RSI command as a realm action or ``rsi:`` step: the arch command and its names in sequences."""
 
-    name: str
-    fid: int
+    command: rsi.RsiCommand
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    conditions: tuple[str, ...] = ()
-    wide: frozenset[str] = frozenset()
+    wide: frozenset[str]
     """Inputs/outputs that span several registers (64-byte values), compared as bytes."""
 
+    @property
+    def name(self) -> str:
+        """The command's name in sequences (``measurement_read``)."""
+        return self.command.name
 
-RSI_COMMANDS: dict[str, RsiCommand] = {
-    c.name: c
-    for c in (
-        RsiCommand("version", 0xC4000190, ("req",), ("lower", "higher")),
-        RsiCommand("features", 0xC4000191, ("index",), ("value",)),
-        RsiCommand(
-            "measurement_read",
-            0xC4000192,
-            ("index",),
-            ("value",),
-            ("index_bound",),
-            frozenset({"value"}),
-        ),
-        RsiCommand(
-            "measurement_extend",
-            0xC4000193,
-            ("index", "size", "value"),
-            (),
-            ("index_bound", "size_bound"),
-            frozenset({"value"}),
-        ),
-        RsiCommand(
-            "attestation_token_init",
-            0xC4000194,
-            ("challenge",),
-            ("max_size",),
-            (),
-            frozenset({"challenge"}),
-        ),
-        RsiCommand(
-            "attestation_token_continue",
-            0xC4000195,
-            ("addr", "offset", "size"),
-            ("len",),
-            ("addr_align", "offset_bound", "size_overflow", "size_bound", "addr_bound", "state", "unknown"),
-        ),
-        RsiCommand("realm_config", 0xC4000196, ("addr",), (), ("addr_align", "addr_bound")),
-        RsiCommand(
-            "ipa_state_set",
-            0xC4000197,
-            ("base", "top", "ripas", "flags"),
-            ("new_base", "response"),
-            ("ripas_valid", "base_align", "top_align", "size_valid", "rgn_bound"),
-        ),
-        RsiCommand(
-            "ipa_state_get",
-            0xC4000198,
-            ("base", "top"),
-            ("out_top", "ripas"),
-            ("base_align", "end_align", "size_valid", "rgn_bound"),
-        ),
-        # The realm payload builds the RsiHostCall structure from imm/gprs (at addr when given).
-        RsiCommand("host_call", 0xC4000199, ("addr", "imm", "gprs"), ("gprs",), ("addr_align", "addr_bound")),
+    @property
+    def fid(self) -> int:
+        """SMC function identifier."""
+        return self.command.fid
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """Labels of the command's failure conditions, in evaluation order."""
+        return tuple(cond.id for cond in self.command.conditions)
+
+
+_PAYLOAD_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # The realm payload builds the RsiHostCall structure from imm/gprs (at addr when given) and
+    # reads gprs back from it once the Host has answered (RMM 1.0 B5.4.5).
+    "host_call": (("imm", "gprs"), ("gprs",)),
+}
+"""Inputs and outputs a command has in sequences beyond its registers: fields of a structure it points to."""
+
+
+def _rsi_names(command: rsi.RsiCommand) -> RsiCommand:
+    extra_in, extra_out = _PAYLOAD_FIELDS.get(command.name, ((), ()))
+    params = (*command.inputs, *command.outputs)
+    return RsiCommand(
+        command=command,
+        inputs=(*(p.name for p in command.inputs), *extra_in),
+        outputs=(*(p.name for p in command.outputs), *extra_out),
+        wide=frozenset(p.name for p in params if p.count > 1),
     )
-}
-"""RSI 1.0 commands (RMM 1.0 B5.3)."""
 
-PSCI_FUNCTIONS: dict[str, tuple[int, tuple[str, ...]]] = {
-    "version": (0x84000000, ()),
-    "cpu_suspend": (0xC4000001, ("power_state", "entry_point_address", "context_id")),
-    "cpu_off": (0x84000002, ()),
-    "cpu_on": (0xC4000003, ("target_cpu", "entry_point_address", "context_id")),
-    "affinity_info": (0xC4000004, ("target_affinity", "lowest_affinity_level")),
-    "system_off": (0x84000008, ()),
-    "system_reset": (0x84000009, ()),
-    "features": (0x8400000A, ("psci_func_id",)),
+
+RSI_COMMANDS: Mapping[str, RsiCommand] = {c.name: _rsi_names(c) for c in rsi.RSI_1_0.commands}
+"""RSI 1.0 commands (RMM 1.0 B5.3) by name, from :data:`cca_hil.arch.rsi_1_0.RSI_1_0`."""
+
+PSCI_FUNCTIONS: Mapping[str, tuple[int, tuple[str, ...]]] = {f.name: (f.fid, f.inputs) for f in rsi.PSCI_1_1}
+"""PSCI functions a realm may call: (SMC64 FID where there is one, input names), from ``PSCI_1_1``."""
+
+PSCI_CONDITIONS: Mapping[str, tuple[str, ...]] = {
+    f.name: tuple(c.id for c in f.conditions) for f in rsi.PSCI_1_1
 }
-"""PSCI functions a realm may call (PSCI 1.1; RMM 1.0 B5.3.x realm PSCI)."""
+"""Labels of the PSCI failures the RMM detects itself, per function (rmm-abi.md §8)."""
 
 REALM_ACTION_KINDS = ("rsi", "psci", "smc", "mmio", "hvc", "wfi", "wfe", "sysreg", "irq", "fiq", "serror")
 _BARE_ACTIONS = ("hvc", "wfi", "wfe", "irq", "fiq", "serror")
@@ -375,6 +334,8 @@ class RealmActionSpec:
     line: int
     label: str
     wide: frozenset[str] = frozenset()
+    condition: str | None = None
+    """The RSI/PSCI failure condition the action must meet (checked where the target reports it)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -817,7 +778,7 @@ class _Compiler:
             raise self.error(
                 f"{what} has no failure condition {raw!r}", line, valid=list(labels) or ["(none)"]
             )
-        if expect.status == "success":
+        if expect.status in (None, "success"):
             raise self.error(f"condition {raw!r} needs an expect that is a failure status", line)
         return raw
 
@@ -945,6 +906,15 @@ class _Compiler:
             enums={"ripas": RIPAS_NAMES, "response": RESPONSE_NAMES},
         )
         save = self.save(data.get("save"), command.outputs, data.line_of("save"), f"RSI {command.name}")
+        condition = None
+        if "condition" in data:
+            condition = self.condition(
+                data["condition"],
+                command.conditions,
+                expect,
+                data.line_of("condition"),
+                f"RSI {command.name}",
+            )
         return RealmActionSpec(
             kind="rsi",
             name=command.name,
@@ -955,6 +925,7 @@ class _Compiler:
             line=line,
             label=label,
             wide=command.wide,
+            condition=condition,
         )
 
     def realm_actions(self, raw: object, line: int, step_name: str) -> tuple[RealmActionSpec, ...]:
@@ -979,7 +950,7 @@ class _Compiler:
                 )
             kind = kinds[0]
             if kind == "rsi":
-                self.keys(data, ("rsi", "args", "expect", "save"), "a realm rsi action")
+                self.keys(data, ("rsi", "args", "expect", "save", "condition"), "a realm rsi action")
                 action = self.rsi_action(data, item_line, f"{label} rsi {data['rsi']}")
                 self.remember(action.save)
                 out.append(action)
@@ -1049,7 +1020,7 @@ class _Compiler:
         )
 
     def psci_action(self, data: LineDict, line: int, label: str) -> RealmActionSpec:
-        self.keys(data, ("psci", "args", "expect", "save"), "a realm psci action")
+        self.keys(data, ("psci", "args", "expect", "save", "condition"), "a realm psci action")
         name = self.string(data["psci"], "psci", data.line_of("psci"))
         if name not in PSCI_FUNCTIONS:
             raise self.error(
@@ -1077,6 +1048,11 @@ class _Compiler:
         )
         save = self.save(data.get("save"), ("result",), data.line_of("save"), f"PSCI {name}")
         self.remember(save)
+        condition = None
+        if "condition" in data:
+            condition = self.condition(
+                data["condition"], PSCI_CONDITIONS[name], expect, data.line_of("condition"), f"PSCI {name}"
+            )
         return RealmActionSpec(
             kind="psci",
             name=name,
@@ -1086,6 +1062,7 @@ class _Compiler:
             save=save,
             line=line,
             label=f"{label} psci {name}",
+            condition=condition,
         )
 
     def mmio_action(self, data: LineDict, line: int, label: str) -> RealmActionSpec:
@@ -1135,16 +1112,11 @@ class _Compiler:
         if "rec" not in step:
             raise self.error("an rsi: step needs rec: (the REC to enter)", line)
         rec = self.value(step["rec"], step.line_of("rec"), "rec")
-        inner = LineDict({k: v for k, v in step.items() if k in ("rsi", "args", "expect", "save")})
+        keys = ("rsi", "args", "expect", "save", "condition")
+        inner = LineDict({k: v for k, v in step.items() if k in keys})
         inner.line = step.line
         inner.key_lines = dict(step.key_lines)
         action = self.rsi_action(inner, line, name)
-        condition = None
-        if "condition" in step:
-            labels = RSI_COMMANDS[action.name].conditions
-            condition = self.condition(
-                step["condition"], labels, action.expect, step.line_of("condition"), f"RSI {action.name}"
-            )
         return RsiStep(
             name=name,
             line=line,
@@ -1152,7 +1124,7 @@ class _Compiler:
             command=action.name,
             expect=action.expect,
             save=action.save,
-            condition=condition,
+            condition=action.condition,
             rec=rec,
             action=action,
         )

@@ -89,15 +89,18 @@ class RealmAction:
     spec: RealmActionSpec | None = field(default=None, repr=False)
     started: bool = False
     result: tuple[int, ...] | None = None
+    condition: str | None = None
+    """Spec label of the RSI/PSCI failure condition the RMM found, where the target can tell."""
 
     def start(self) -> None:
         """The realm performed this action."""
         self.started = True
 
-    def complete(self, registers: Iterable[int]) -> None:
-        """The realm observed the outcome: X0.. (X0 alone for actions with one result)."""
+    def complete(self, registers: Iterable[int], condition: str | None = None) -> None:
+        """The realm observed the outcome: X0.. (X0 alone for actions with one result), and its condition."""
         self.started = True
         self.result = tuple(registers)
+        self.condition = condition
 
 
 class _Unresolved(Exception):
@@ -677,10 +680,14 @@ class Runner:
         status, outputs = self._decode_action(action, registers)
         expect = spec.expect
         if expect.status is not None and status != expect.status:
-            problems.append(f"status {status}, expected {expect.status}")
+            got = f"{status} ({action.condition})" if action.condition else status
+            problems.append(f"status {got}, expected {expect.status}")
         else:
             for name, want in expect.outputs.items():
                 self._compare_output(name, want, outputs, session, problems)
+        # A target that cannot see inside its RMM reports no condition: the key is not checked there.
+        if spec.condition is not None and action.condition is not None and action.condition != spec.condition:
+            problems.append(f"condition {action.condition}, expected {spec.condition}")
         self._save(spec.save, outputs, session, problems)
         return StepResult(
             name=spec.label,
@@ -690,6 +697,7 @@ class Runner:
             registers=registers,
             status=status,
             outputs={k: _shown(v) for k, v in outputs.items()},
+            condition=action.condition,
             expected=expect.text,
             outcome=Outcome.FAILED if problems else Outcome.PASSED,
             message="; ".join(problems),
@@ -803,6 +811,7 @@ class Runner:
         call.registers = action.result
         call.status = observed.status
         call.outputs = observed.outputs
+        call.condition = observed.condition
         if observed.message:
             call.problems.append(observed.message)
         reason = self.client.read_rec_exit(run).exit_reason

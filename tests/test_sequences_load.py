@@ -8,8 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from cca_hil.arch.rsi_1_0 import PSCI_1_1, RSI_1_0
 from cca_hil.errors import EXIT_BAD_INPUT, SequenceError
-from cca_hil.seqformat import AccessStep, CheckStep, Expr, RmiStep, Sequence, SmcStep, StructSpec, Wide
+from cca_hil.seqformat import (
+    PSCI_FUNCTIONS,
+    RSI_COMMANDS,
+    AccessStep,
+    CheckStep,
+    Expr,
+    RmiStep,
+    Sequence,
+    SmcStep,
+    StructSpec,
+    Wide,
+)
 from cca_hil.sequences import load_sequence, load_sequence_text
 
 DIRECTED = Path(__file__).parent / "data" / "tfrmm-1.0-directed"
@@ -537,3 +549,34 @@ def test_exit_expectations_are_validated() -> None:
 def test_rsi_step_needs_a_rec() -> None:
     error = load_error("sequence: s\nsteps:\n  - rsi: version\n    args: {req: 0x10000}\n")
     assert str(error) == "seq.yaml:3: an rsi: step needs rec: (the REC to enter)"
+
+
+def test_rsi_and_psci_conditions_are_validated_against_the_arch_tables() -> None:
+    step = "  - rsi: realm_config\n    rec: 0\n    args: {addr: 0x1008}\n    expect: error_input\n"
+    error = load_error("sequence: s\nsteps:\n" + step + "    condition: addr_bond\n")
+    assert error.what == "RSI realm_config has no failure condition 'addr_bond'"
+    assert list(error.valid or ()) == ["addr_align", "addr_bound", "tf_rmm_ripas_empty"]
+    action = "      - psci: cpu_on\n        expect: invalid_address\n        condition: target\n"
+    error = load_error(f"sequence: s\nsteps:\n  - rmi: rec_enter\n    args: {{rec: 0}}\n    realm:\n{action}")
+    assert error.what == "PSCI cpu_on has no failure condition 'target'"
+    assert list(error.valid or ()) == ["entry", "mpidr", "runnable"]
+    error = load_error("sequence: s\nsteps:\n  - rsi: version\n    rec: 0\n    condition: index_bound\n")
+    assert list(error.valid or ()) == ["(none)"]
+
+
+def test_an_rsi_condition_needs_a_failure_expect() -> None:
+    action = "      - psci: cpu_on\n        condition: entry\n"
+    error = load_error(f"sequence: s\nsteps:\n  - rmi: rec_enter\n    args: {{rec: 0}}\n    realm:\n{action}")
+    assert error.what == "condition 'entry' needs an expect that is a failure status"
+
+
+def test_rsi_and_psci_vocabulary_comes_from_the_arch_tables() -> None:
+    assert set(RSI_COMMANDS) == set(RSI_1_0.by_name)
+    for name, command in RSI_COMMANDS.items():
+        assert command.fid == RSI_1_0.by_name[name].fid
+        assert command.conditions == tuple(c.id for c in RSI_1_0.by_name[name].conditions)
+    assert RSI_COMMANDS["measurement_read"].wide == frozenset({"value"})
+    assert RSI_COMMANDS["host_call"].inputs == ("addr", "imm", "gprs")
+    assert {name: fid for name, (fid, _) in PSCI_FUNCTIONS.items()} == {f.name: f.fid for f in PSCI_1_1}
+    error = load_error("sequence: s\nsteps:\n  - rsi: token_init\n    rec: 0\n")
+    assert error.valid is not None and "attestation_token_init" in error.valid

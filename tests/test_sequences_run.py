@@ -835,3 +835,140 @@ def test_realm_lifecycle_leaves_every_granule_it_used_nonsecure() -> None:
     assert len(delegated) == 9
     assert len(aux) == 16
     assert [str(target.gpt_pas(pa)) for pa in delegated + aux] == ["nonsecure"] * 25
+
+
+# -- RSI and PSCI failure conditions ------------------------------------------------------------
+
+RUNNING_REALM = """
+sequence: s
+granules: [rd, rtt0, rtt1, rtt2, rtt3, data0, rec0]
+steps:
+  - {rmi: granule_delegate, args: {addr: rd}}
+  - {rmi: granule_delegate, args: {addr: rtt0}}
+  - {rmi: realm_create, args: {rd: rd, params: {s2sz: 40, rtt_base: rtt0, rtt_level_start: 0}}}
+  - {rmi: granule_delegate, args: {addr: rtt1}}
+  - {rmi: rtt_create, args: {rd: rd, rtt: rtt1, ipa: 0, level: 1}}
+  - {rmi: granule_delegate, args: {addr: rtt2}}
+  - {rmi: rtt_create, args: {rd: rd, rtt: rtt2, ipa: 0, level: 2}}
+  - {rmi: granule_delegate, args: {addr: rtt3}}
+  - {rmi: rtt_create, args: {rd: rd, rtt: rtt3, ipa: 0, level: 3}}
+  - {rmi: granule_delegate, args: {addr: data0}}
+  - {rmi: data_create, args: {rd: rd, data: data0, ipa: 0, src: {fill: 0}, flags: measure}}
+  - {rmi: granule_delegate, args: {addr: rec0}}
+  - {rmi: rec_create, args: {rd: rd, rec: rec0, params: {flags: runnable}}}
+  - {rmi: realm_activate, args: {rd: rd}}
+"""
+"""An active realm whose REC can run: one RAM page at IPA 0, where the rsi: shorthand keeps its Host call."""
+
+
+def test_rsi_step_condition_is_checked_against_the_label_the_model_reports() -> None:
+    result = run(
+        RUNNING_REALM
+        + """
+  - name: right
+    rsi: ipa_state_get
+    rec: rec0
+    args: {base: 0x1008, top: 0x2000}
+    expect: error_input
+    condition: base_align
+  - name: wrong
+    rsi: ipa_state_get
+    rec: rec0
+    args: {base: 0x1000, top: 0x2008}
+    expect: error_input
+    condition: base_align
+  - name: wrong_status
+    rsi: measurement_read
+    rec: rec0
+    args: {index: 5}
+"""
+    )
+    steps = by_name(result)
+    assert (steps["right"].outcome, steps["right"].condition) == (Outcome.PASSED, "base_align")
+    assert steps["wrong"].outcome is Outcome.FAILED
+    assert steps["wrong"].condition == "end_align"
+    assert steps["wrong"].message == "condition end_align, expected base_align"
+    assert steps["wrong_status"].message == "status error_input (index_bound), expected success"
+
+
+def test_realm_action_conditions_are_checked_per_action() -> None:
+    result = run(
+        RUNNING_REALM
+        + """
+  - name: enter
+    rmi: rec_enter
+    args: {rec: rec0}
+    realm:
+      - rsi: measurement_extend
+        args: {index: 1, size: 65}
+        expect: error_input
+        condition: size_bound
+      - rsi: measurement_extend
+        args: {index: 0, size: 65}
+        expect: error_input
+        condition: size_bound
+      - psci: cpu_on
+        args: {target_cpu: 7, entry_point_address: 0x1000}
+        expect: invalid_parameters
+        condition: mpidr
+      - psci: affinity_info
+        args: {target_affinity: 0, lowest_affinity_level: 1}
+        expect: invalid_parameters
+        condition: target_match
+      - psci: version
+"""
+    )
+    actions = [s for s in result.steps if s.op == "realm"]
+    assert [(s.outcome, s.condition) for s in actions] == [
+        (Outcome.PASSED, "size_bound"),
+        (Outcome.FAILED, "index_bound"),
+        (Outcome.PASSED, "mpidr"),
+        (Outcome.FAILED, "target_bound"),
+        (Outcome.PASSED, None),
+    ]
+    assert actions[1].message == "condition index_bound, expected size_bound"
+    assert actions[3].message == "condition target_bound, expected target_match"
+
+
+class _BlindAction:
+    """An action as a target that cannot see inside its RMM hands it back: results, no condition."""
+
+    def __init__(self, action: RealmAction) -> None:
+        self.action = action
+        self.kind, self.name, self.fid, self.args = action.kind, action.name, action.fid, action.args
+
+    def start(self) -> None:
+        self.action.start()
+
+    def complete(self, registers: Any, condition: str | None = None) -> None:
+        self.action.complete(registers)
+
+
+class _BlindRealmModel(ModelTarget):
+    """A model whose realm results come back without failure conditions, like a board's agent."""
+
+    def __init__(self) -> None:
+        super().__init__(profile=load_profile("model"))
+        self.blind: dict[int, _BlindAction] = {}
+
+    def realm_enter(self, rec_pa: int, run_pa: int, actions: Seq[Any] = ()) -> tuple[int, ...]:
+        # One stand-in per action for its whole life, as the realm payload tracks actions by identity.
+        wrapped = [self.blind.setdefault(id(a), _BlindAction(a)) for a in actions]
+        return super().realm_enter(rec_pa, run_pa, wrapped)
+
+
+def test_a_target_that_cannot_tell_the_condition_ignores_the_key() -> None:
+    result = run(
+        RUNNING_REALM
+        + """
+  - name: wrong_label
+    rsi: ipa_state_get
+    rec: rec0
+    args: {base: 0x1000, top: 0x2008}
+    expect: error_input
+    condition: base_align
+""",
+        _BlindRealmModel(),
+    )
+    step = by_name(result)["wrong_label"]
+    assert (step.outcome, step.status, step.condition) == (Outcome.PASSED, "error_input", None)

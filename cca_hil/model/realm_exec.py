@@ -48,6 +48,7 @@ from cca_hil.arch.rsi_1_0 import (
     SMCCC_VERSION_1_2,
     SMCCC_VERSION_FID,
     WIDE_REGISTERS,
+    PsciFunction,
     PsciStatus,
     RsiCommand,
     RsiStatus,
@@ -251,7 +252,10 @@ class Fault:
 
 @dataclass(frozen=True, slots=True)
 class RsiRecord:
-    """An RSI command the realm issued and the failure condition it met (None: it succeeded)."""
+    """An RSI command (or PSCI function, ``psci_<name>``) the realm issued and the failure condition it met.
+
+    ``condition`` is None when the call met none of its conditions.
+    """
 
     command: str
     condition: str | None
@@ -269,6 +273,8 @@ class _Outcome:
     advance: bool = True
     """PC moves to the next instruction (False when an injected exception moved it to a vector)."""
     host_call_ipa: int | None = None
+    condition: str | None = None
+    """The PSCI failure condition the RMM found (rmm-abi.md §8), for the call's record."""
 
 
 _DONE = _Outcome()
@@ -291,7 +297,7 @@ class RealmExecution:
     max_token_size: int = MAX_TOKEN_SIZE
     staged: dict[int, list[Action]] = field(default_factory=dict)
     rsi_log: list[RsiRecord] = field(default_factory=list)
-    """RSI commands of the last REC entry, with the condition each met."""
+    """RSI commands and PSCI calls of the last REC entry, in order, with the condition each met."""
 
     def stage(self, rec_addr: int, actions: list[Action]) -> None:
         """The actions the realm performs when ``rec_addr`` is next entered (replacing earlier ones)."""
@@ -534,7 +540,12 @@ class RealmExecution:
             self.rmm.last_rsi_condition = self.rsi_log[-1].condition
             return outcome
         if is_psci(fid):
-            return self._psci(rec, fid)
+            outcome = self._psci(rec, fid)
+            function = psci_function(fid)
+            name = f"psci_{function.name}" if function is not None else "psci"
+            self.rsi_log.append(RsiRecord(name, outcome.condition))
+            self.rmm.last_rsi_condition = outcome.condition
+            return outcome
         if fid == SMCCC_VERSION_FID:
             rec.gprs[0] = SMCCC_VERSION_1_2
             return _DONE
@@ -775,6 +786,12 @@ class RealmExecution:
         rec.gprs[0:4] = [status & MASK64, 0, 0, 0]
         return _DONE
 
+    def _psci_fail(self, rec: Rec, function: PsciFunction, cond_id: str) -> _Outcome:
+        """A failure the RMM detects before any exit: the condition's result, no REC exit (§8)."""
+        cond = next(c for c in function.conditions if c.id == cond_id)
+        self._psci_ret(rec, cond.result)
+        return _Outcome(condition=cond.id)
+
     def _psci(self, rec: Rec, fid: int) -> _Outcome:
         """A Realm's PSCI call (rmm-abi.md §8): answered by the RMM, or forwarded to the Host."""
         function = psci_function(fid)
@@ -797,20 +814,20 @@ class RealmExecution:
             return _Outcome(exit=rec.exit_system_off(fid), observed_now=False)
         if name == "cpu_on":
             if x2 >= realm.protected_top:
-                return self._psci_ret(rec, PsciStatus.INVALID_ADDRESS)
+                return self._psci_fail(rec, function, "entry")
             target = self._target(rec, x1)
             if target is None:
-                return self._psci_ret(rec, PsciStatus.INVALID_PARAMETERS)
+                return self._psci_fail(rec, function, "mpidr")
             if target == rec.mpidr:
-                return self._psci_ret(rec, PsciStatus.ALREADY_ON)
+                return self._psci_fail(rec, function, "runnable")
             request = PsciRequest(fid=fid, target_mpidr=target, entry=x2, context=x3)
             return _Outcome(exit=rec.exit_psci(request), observed_now=False)
         # affinity_info
         if x2 != 0:
-            return self._psci_ret(rec, PsciStatus.INVALID_PARAMETERS)
+            return self._psci_fail(rec, function, "target_bound")
         target = self._target(rec, x1)
         if target is None:
-            return self._psci_ret(rec, PsciStatus.INVALID_PARAMETERS)
+            return self._psci_fail(rec, function, "target_match")
         if target == rec.mpidr:
             return self._psci_ret(rec, PsciStatus.SUCCESS)
         return _Outcome(exit=rec.exit_psci(PsciRequest(fid=fid, target_mpidr=target)), observed_now=False)

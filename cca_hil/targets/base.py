@@ -158,7 +158,9 @@ class RealmActionLike(Protocol):
     ``sysreg``, ``irq``, ``fiq`` or ``serror``; ``args`` are resolved (ints,
     ``bytes`` for 64-byte values, ``{n: value}`` for gprs). The target calls
     ``start()`` when the realm performed the action and ``complete()`` with X0..
-    (or the one register an access loaded) when the realm observed its result.
+    (or the one register an access loaded) when the realm observed its result,
+    passing the spec label of the RSI/PSCI failure condition the RMM found for
+    this action when the target can see it (the model), else None.
     """
 
     @property
@@ -185,8 +187,8 @@ class RealmActionLike(Protocol):
         """The realm performed the action."""
         ...
 
-    def complete(self, registers: Iterable[int]) -> None:
-        """The realm observed the outcome."""
+    def complete(self, registers: Iterable[int], condition: str | None = None) -> None:
+        """The realm observed the outcome (and the failure condition it met, where the target knows it)."""
         ...
 
 
@@ -309,6 +311,15 @@ class Target(abc.ABC):
         """Spec label of the failure condition the RMM reported for the last RMI call.
 
         Only a target that can see inside its RMM (the model) knows it; others return None.
+        """
+        return None
+
+    @property
+    def rsi_condition(self) -> str | None:
+        """Spec label of the failure condition the realm's last RSI (or PSCI) call met.
+
+        Only a target that can see inside its RMM (the model) knows it; others return None.
+        Per action, the condition reaches :meth:`RealmActionLike.complete`.
         """
         return None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,6 +22,7 @@ from cca_hil.model.realm_exec import (
     Interrupt,
     MemoryAccess,
     RealmStep,
+    RsiRecord,
     SmcCall,
     SysregRead,
     SystemError,
@@ -99,6 +100,7 @@ class ModelTarget(Target):
         self.config = PlatformConfig.from_params({"name": profile.name, **params})
         self.attestation_config = AttestationConfig.from_params(dict(profile.params.get("attestation", {})))
         self.machine = self._machine()
+        self._observers: dict[int, _ConditionObserver] = {}
 
     def _machine(self) -> Machine:
         """A freshly booted platform whose EL3 holds the attestation data the profile chose."""
@@ -198,7 +200,7 @@ class ModelTarget(Target):
 
     @property
     def rsi_condition(self) -> str | None:
-        """Spec label of the failure condition the realm's last RSI command met (None on success)."""
+        """Spec label of the failure condition the realm's last RSI or PSCI call met (None on success)."""
         return self.machine.rmm.last_rsi_condition
 
     def realm_enter(self, rec_pa: int, run_pa: int, actions: Sequence[Any] = ()) -> tuple[int, ...]:
@@ -206,13 +208,27 @@ class ModelTarget(Target):
         rmm = self.machine.rmm
         rec = rmm.recs.get(rec_pa // GRANULE_SIZE)
         if rec is not None and rec.addr == rec_pa:
-            staged = [Action(realm_step(a, rec.owner), a) for a in actions]
+            staged = [Action(realm_step(a, rec.owner), self._observer(a)) for a in actions]
             rmm.realm_exec.stage(rec_pa, staged)
         try:
             return self.machine.monitor.smc(RMI_REC_ENTER_FID, (rec_pa, run_pa))
         finally:
             # A refused entry ran nothing: the actions stay with the caller.
             rmm.realm_exec.staged.pop(rec_pa, None)
+
+    def _observer(self, action: RealmActionLike) -> _ConditionObserver:
+        """The one observer of ``action`` for as long as the realm may still report on it.
+
+        The RMM recognises an access it faulted on by its observer's identity when
+        the action is staged again, so each action keeps its observer across entries.
+        """
+        observers = self._observers
+        for key in [k for k, o in observers.items() if o.completed]:
+            del observers[key]
+        observer = observers.get(id(action))
+        if observer is None or observer.action is not action:
+            observer = observers[id(action)] = _ConditionObserver(action, self.machine.rmm.realm_exec.rsi_log)
+        return observer
 
     def read_realm(self, rec_pa: int, ipa: int, size: int) -> bytes:
         """What the realm of the REC at ``rec_pa`` holds at ``ipa`` (its own, ASSIGNED+RAM pages only).
@@ -239,6 +255,36 @@ class ModelTarget(Target):
     def reset(self) -> None:
         """A fresh boot: a new machine from the same configuration and seed."""
         self.machine = self._machine()
+        self._observers.clear()
+
+
+class _ConditionObserver:
+    """Hands one action's RSI/PSCI failure condition, from the RMM's per-entry log, to the action.
+
+    The RMM logs every RSI and PSCI call as it handles it and starts the action
+    right after, so the log's last record is this action's; the realm may only
+    observe the result on a later entry, by when the log has moved on.
+    """
+
+    __slots__ = ("_condition", "_log", "action", "completed")
+
+    def __init__(self, action: RealmActionLike, log: list[RsiRecord]) -> None:
+        self.action = action
+        """The action, held so that its id stays its own while the target keeps this observer."""
+        self.completed = False
+        self._log = log
+        self._condition: str | None = None
+
+    def start(self) -> None:
+        """The realm performed the action: note the condition its call met."""
+        if self.action.kind in ("rsi", "psci") and self._log:
+            self._condition = self._log[-1].condition
+        self.action.start()
+
+    def complete(self, registers: Iterable[int]) -> None:
+        """The realm observed the outcome: pass it on with the condition."""
+        self.completed = True
+        self.action.complete(registers, condition=self._condition)
 
 
 def realm_step(action: RealmActionLike, realm: Realm) -> RealmStep:
