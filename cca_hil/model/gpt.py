@@ -80,6 +80,7 @@ class GranuleProtection:
     __slots__ = (
         "_cache",
         "_disabled",
+        "_entries",
         "_geometry",
         "_l0_base",
         "_l0_entry_shift",
@@ -91,8 +92,10 @@ class GranuleProtection:
         "_memory",
         "_patterns",
         "_pgs",
+        "_pps_bits",
         "_region_bases",
         "_regions",
+        "_usual",
         "_valid",
         "_valid_descriptors",
         "_views",
@@ -129,6 +132,7 @@ class GranuleProtection:
         self._l0_index_mask = geometry.protected_size - 1
         self._l1_index_mask = geometry.l0_region_size - 1
         self._l1_size = geometry.l1_table_size
+        self._pps_bits = geometry.pps_bits
         tables = build_tables(gpt_layout(self._regions), gpccr=gpccr, gptbr=gptbr, l1_base=l1_base)
         for address, data in tables.items():
             if not self._in_memory(address, len(data)):
@@ -148,10 +152,18 @@ class GranuleProtection:
             if bit
         )
         self._valid = frozenset(gpi.value for gpi in valid_gpis(gpccr, features))
+        # The configuration _fill handles: GPC on, no GDI pairs, a well-placed L0 table.
+        self._usual = (
+            gpccr.gpc
+            and not features.gdi
+            and not self._l0_base >> geometry.pps_bits
+            and not self._l0_base & (geometry.l0_alignment - 1)
+        )
         self._valid_descriptors: dict[int, bool] = {}
         self._patterns: dict[tuple[int, int], bytes] = {}
         self._cache: dict[int, tuple[Gpi, int]] = {}
         self._views: dict[int, memoryview] = {}
+        self._entries: dict[int, memoryview] = {}
         self._views_epoch = -1
         self.walks = 0
         """GPT walks performed (TLB misses)."""
@@ -172,12 +184,22 @@ class GranuleProtection:
     def _view(self, base: int, size: int) -> memoryview:
         """EL3's Root mapping of one table, kept while the store says its mappings hold."""
         if self._views_epoch != self._memory.map_epoch:
+            # Some table granule was replaced since: map every table afresh.
             self._views.clear()
+            self._entries.clear()
+            self._views_epoch = self._memory.map_epoch
         view = self._views.get(base)
         if view is None:
             view = self._views[base] = self._memory.map(base, size, ROOT)
             self._views_epoch = self._memory.map_epoch
         return view
+
+    def _entries_of(self, view: memoryview) -> memoryview:
+        """The same mapping as 64-bit descriptors (native order: hosts are little-endian, as the bytes)."""
+        entries = self._entries.get(id(view))
+        if entries is None or entries.obj is not view.obj:
+            entries = self._entries[id(view)] = view.cast("Q")
+        return entries
 
     def _table_view(self, pa: int) -> tuple[memoryview, int] | None:
         """EL3's mapping of the table holding ``pa`` and the offset of ``pa`` in it (None: not a table)."""
@@ -221,10 +243,7 @@ class GranuleProtection:
         GDI pairs, reserved encodings) is left to the architectural walk.
         Property-tested against it (tests/model/test_gpt_model.py).
         """
-        geometry = self._geometry
-        if not self.gpccr.gpc or pa >> geometry.pps_bits or self.features.gdi:
-            return None
-        if self._l0_base >> geometry.pps_bits or self._l0_base & (geometry.l0_alignment - 1):
+        if not self._usual or pa >> self._pps_bits:
             return None
         l0_view = self._view(self._l0_base, self._l0_map)
         offset = 8 * ((pa & self._l0_index_mask) >> self._l0_entry_shift)
@@ -236,12 +255,11 @@ class GranuleProtection:
                 return None
             return gpi, 0
         table = l0 & _L0_TABLE_ADDRESS
-        if kind != 0b0011 or l0 >> 52 or l0 & 0xFF0 or table & (geometry.l1_table_size - 1):
-            return None
-        if table >> geometry.pps_bits or table not in self._l1_set:
-            return None
+        if kind != 0b0011 or l0 >> 52 or l0 & 0xFF0 or table not in self._l1_set:
+            return None  # the tables EL3 built are aligned and below the PPS
         offset = 8 * ((pa & self._l1_index_mask) >> (self._pgs + 4))
-        value = int.from_bytes(self._view(table, self._l1_size)[offset : offset + 8], "little")
+        l1_view = self._view(table, self._l1_size)
+        value = int.from_bytes(l1_view[offset : offset + 8], "little")
         if value & 0xF == 0b0001:
             gpi = _GPI_BY_VALUE[value >> 4 & 0xF]
             if value >> 10 or not value >> 8 & 0b11 or gpi is None or gpi not in self._valid:
@@ -282,7 +300,7 @@ class GranuleProtection:
             self._cache[pa >> _SHIFT] = cached
         if not self.gpccr.gpc:
             return None
-        if access in self._disabled:
+        if self._disabled and access in self._disabled:
             return GptFault(GptFaultKind.GPF, 0)
         gpi, level = cached
         if _GPI_ACCESS.get(gpi) is access or gpi.allows(access, requester):
@@ -349,12 +367,15 @@ class GranuleProtection:
 
     def l1_slot(self, pa: int) -> tuple[memoryview, int] | None:
         """EL3's mapping of the L1 table covering ``pa`` and the byte offset of its entry (None: L0 Block)."""
-        l0 = self.read64(self._l0_base + 8 * ((pa & self._l0_index_mask) >> self._l0_entry_shift))
+        l0_view = self._view(self._l0_base, self._l0_map)
+        offset = 8 * ((pa & self._l0_index_mask) >> self._l0_entry_shift)
+        l0 = int.from_bytes(l0_view[offset : offset + 8], "little")
         if l0 & 0xF != 0b0011:
             return None
         table = l0 & _L0_TABLE_ADDRESS
-        view = self._view(table, self._l1_size) if table in self._l1_set else None
-        if view is None:
+        if table in self._l1_set:
+            view = self._view(table, self._l1_size)
+        else:
             view = self._memory.map(table, self._l1_size, ROOT)
         return view, 8 * ((pa & self._l1_index_mask) >> (self._pgs + 4))
 
@@ -387,7 +408,7 @@ class GranuleProtection:
         when the entry already is a Granules descriptor. The caller owes a TLBI
         RPALOS over the returned size (R_RSSKBB).
         """
-        view, offset = self._slot(pa, slot)
+        view, offset = slot if slot is not None else self._slot(pa, slot)
         value = int.from_bytes(view[offset : offset + 8], "little")
         if value & 0xF != 0b0001:
             return 0
@@ -396,28 +417,22 @@ class GranuleProtection:
         gpi = value >> 4 & 0xF
         old = _CONTIG_BYTES[contig]
         span_shift = self._pgs + 4
-        own = offset & ~7
+        patterns = self._patterns
         while contig:
-            # Every entry of the block but the next-smaller block holding ``pa``, which is split next.
+            # The whole block as blocks of the next size down (Granules descriptors below 2 MB); the one
+            # holding ``pa`` is split in turn.
             smaller = contig - 1
             descriptor = smaller << 8 | gpi << 4 | 0b0001 if smaller else gpi * _UNIFORM
-            size = 8 * (_CONTIG_BYTES[contig] >> span_shift)
-            first = own & ~(size - 1)
-            if smaller:
-                inner = 8 * (_CONTIG_BYTES[smaller] >> span_shift)
-                inner_first = own & ~(inner - 1)
-                view[first:inner_first] = self._pattern(descriptor, (inner_first - first) >> 3)
-                view[inner_first + inner : first + size] = self._pattern(
-                    descriptor, (first + size - inner_first - inner) >> 3
-                )
-            else:
-                view[first : first + size] = self._pattern(descriptor, size >> 3)
+            count = _CONTIG_BYTES[contig] >> span_shift
+            first = offset & ~(8 * count - 1)
+            pattern = patterns.get((descriptor, count)) or self._pattern(descriptor, count)
+            view[first : first + 8 * count] = pattern
             contig = smaller
         return old
 
     def set_gpi(self, pa: int, gpi: int, slot: tuple[memoryview, int] | None = None) -> None:
         """Rewrite the GPI field of the granule ``pa`` in its (shattered) Granules descriptor."""
-        view, offset = self._slot(pa, slot)
+        view, offset = slot if slot is not None else self._slot(pa, slot)
         value = int.from_bytes(view[offset : offset + 8], "little")
         if value & 0xF == 0b0001:
             raise ValueError(f"the L1 entry of {pa:#x} is Contiguous: shatter it first")
@@ -432,8 +447,8 @@ class GranuleProtection:
         block's Contiguous descriptor with the same GPI. Replacing descriptors
         that encode the same GPIs needs no TLBI (R_RNNHCF).
         """
-        view, offset = self._slot(pa, slot)
-        entries = view.cast("Q")  # native order: the table bytes are little-endian, as are supported hosts
+        view, offset = slot if slot is not None else self._slot(pa, slot)
+        entries = self._entries_of(view)
         span_shift = self._pgs + 4
         index = offset >> 3
         count = _CONTIG_BYTES[1] >> span_shift
@@ -442,7 +457,10 @@ class GranuleProtection:
         gpi = value & 0xF
         if gpi == 0b0001 or value != gpi * _UNIFORM or gpi not in self._valid:
             return
-        if view[8 * first : 8 * (first + count)].tobytes() != self._pattern(value, count):
+        patterns = self._patterns
+        if view[8 * first : 8 * (first + count)].tobytes() != (
+            patterns.get((value, count)) or self._pattern(value, count)
+        ):
             return
         # Find the largest block that fuses, then write it once (TF-A's fuse_contig).
         contig = 1
@@ -451,14 +469,15 @@ class GranuleProtection:
             larger_first = index & ~(larger - 1)
             sub = larger >> 4
             descriptor = contig << 8 | gpi << 4 | 0b0001
-            seen = entries[larger_first : larger_first + larger : sub].tolist()
-            # The block being fused still holds Granules descriptors (or smaller blocks): skip it.
-            own = (first - larger_first) // sub
-            if seen[:own] + seen[own + 1 :] != [descriptor] * 15:
+            # The block being fused still holds Granules descriptors (or smaller blocks), never this one.
+            if entries[larger_first : larger_first + larger : sub].tolist().count(descriptor) != 15:
                 break
             contig += 1
             count, first = larger, larger_first
-        view[8 * first : 8 * (first + count)] = self._pattern(contig << 8 | gpi << 4 | 0b0001, count)
+        descriptor = contig << 8 | gpi << 4 | 0b0001
+        view[8 * first : 8 * (first + count)] = patterns.get((descriptor, count)) or self._pattern(
+            descriptor, count
+        )
 
     # -- TLB maintenance (EL3 only) --------------------------------------------------------
 

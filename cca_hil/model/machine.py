@@ -314,7 +314,7 @@ class RmmMemory(PhysicalMemory):
         machine = self._machine
         if pa >> _SHIFT not in machine.rmm.granules:
             return
-        if not machine.gpt.check(pa, Pas.REALM, Pas.REALM):
+        if machine.gpt.fault(pa, Pas.REALM, Pas.REALM) is not None:
             raise GranuleProtectionFault(pa, write=True)
         self._store.wipe(pa, REALM)  # MECID 0 (RMM_MECID), whose key EL3 never refreshes
 

@@ -83,13 +83,23 @@ class MonitorConfig:
 class Monitor:
     """EL3: routes Normal-world SMCs and performs granule PAS transitions for the RMM (GTSI)."""
 
-    __slots__ = ("_gpt", "_protected_size", "_rmm", "config", "current_call", "maintenance", "transitions")
+    __slots__ = (
+        "_gpt",
+        "_protected_size",
+        "_rmm",
+        "_skip_tlbi",
+        "config",
+        "current_call",
+        "maintenance",
+        "transitions",
+    )
 
     def __init__(self, gpt: GranuleProtection, config: MonitorConfig | None = None) -> None:
         self._gpt = gpt
         self._protected_size = gpt.gpccr.geometry.protected_size
         self._rmm: SmcHandler | None = None
         self.config = config or MonitorConfig()
+        self._skip_tlbi = self.config.skip_tlbi
         self.transitions = 0
         """PAS transitions performed."""
         self.maintenance = {"tlbi_rpalos": 0, "dc_cipapa": 0}
@@ -130,12 +140,12 @@ class Monitor:
         return E_RMM_UNK
 
     def gtsi_delegate(self, pa: int) -> bool:
-        """RMM_GTSI_DELEGATE (NS → Realm); True on E_RMM_OK."""
-        return self.rmm_call(RMM_GTSI_DELEGATE, pa) == E_RMM_OK
+        """RMM_GTSI_DELEGATE (NS → Realm) as :meth:`rmm_call` makes it; True on E_RMM_OK."""
+        return not self.gpt_transition_pas(pa, GRANULE_SIZE, Gpi.REALM, caller=Pas.REALM)
 
     def gtsi_undelegate(self, pa: int) -> bool:
-        """RMM_GTSI_UNDELEGATE (Realm → NS); True on E_RMM_OK."""
-        return self.rmm_call(RMM_GTSI_UNDELEGATE, pa) == E_RMM_OK
+        """RMM_GTSI_UNDELEGATE (Realm → NS) as :meth:`rmm_call` makes it; True on E_RMM_OK."""
+        return not self.gpt_transition_pas(pa, GRANULE_SIZE, Gpi.NONSECURE, caller=Pas.REALM)
 
     def gpt_transition_pas(self, base: int, size: int, target: Gpi, *, caller: Pas) -> int:
         """TF-A ``gpt_transition_pas``: its checks in order (§6.5), then the sequence of §5.4; 0 or -errno."""
@@ -155,7 +165,8 @@ class Monitor:
             return EINVAL
         view, offset = slot
         value = int.from_bytes(view[offset : offset + 8], "little")
-        current = gpt.entry_gpi(value, base)
+        # The current GPI: of a Contiguous descriptor, or the granule's field of a Granules descriptor.
+        current = value >> 4 & 0xF if value & 0xF == 0b0001 else value >> (4 * (base >> 12 & 0xF)) & 0xF
         allowed = _REALM_POLICY if caller is Pas.REALM else _POLICY.get(caller, _NOTHING)
         if (current, target_gpi) not in allowed:
             return EPERM
@@ -171,10 +182,11 @@ class Monitor:
     def _delegate(self, pa: int, target: int, slot: tuple[memoryview, int]) -> None:
         """TF-A ``gpt_delegate`` after the shatter: flush target, GPT write + TLBI, flush NS, fuse (§5.4)."""
         gpt = self._gpt
-        self._dc_cipapa()  # target PAS: nothing a previous owner left in caches survives
+        # DC CIPAPA of the target PAS (nothing a previous owner left in caches survives), the GPT
+        # write and its TLBI, then DC CIPAPA of the Non-secure PAS (dirty Host lines reach memory).
         gpt.set_gpi(pa, target, slot)
         self._tlbi(pa, GRANULE_SIZE)
-        self._dc_cipapa()  # Non-secure: dirty Host lines reach memory before the Realm owns it
+        self._dc_cipapa(2)
         gpt.fuse(pa, slot)
 
     def _undelegate(self, pa: int, slot: tuple[memoryview, int]) -> None:
@@ -194,7 +206,7 @@ class Monitor:
 
     def _tlbi(self, base: int, size: int) -> None:
         """TLBI RPALOS + DSB OSH, unless this EL3 is configured to forget it."""
-        if self.config.skip_tlbi:
+        if self._skip_tlbi:
             return
         self.maintenance["tlbi_rpalos"] += 1
         self._gpt.tlbi_rpalos(base, size)
