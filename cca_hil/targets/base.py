@@ -9,7 +9,7 @@ lacks raises :class:`~cca_hil.errors.CapabilityError`, which callers turn into a
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -331,8 +331,20 @@ class Target(abc.ABC):
         """
         raise CapabilityError(Capability.REALM_EXEC, self.name)
 
-    def load(self, image: Path, address: int | None = None) -> None:
-        """Load an ELF/HEX/BIN image onto the target."""
+    def load(
+        self,
+        image: Path,
+        address: int | None = None,
+        *,
+        verify: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Load an ELF/HEX/BIN image onto the target.
+
+        ``address`` places a raw binary (ELF and HEX images carry their addresses);
+        ``verify`` reads the image back and compares it; ``progress(done, total)``
+        is called as bytes move (``total`` counts the read-back too when verifying).
+        """
         raise CapabilityError(Capability.LOAD, self.name)
 
     def reset(self) -> None:
