@@ -259,10 +259,12 @@ class _Transitions:
         return judge(self.target.access(g, "read"), self._expect_gpf(g), write=False)
 
     def gpt_is_realm(self) -> Verdict:
+        """RMM 1.0 B4.3.5 post-condition: the GPT entry of the delegated granule is Realm."""
         pas = self.target.gpt_pas(self.granule)
         return Verdict(pas is Pas.REALM, pas.value, f"GPT entry is {pas.value}, expected realm")
 
     def store_faults(self) -> Verdict:
+        """Catalogue #4: an NS store to the delegated granule takes a GPF with WnR=1."""
         g = self.granule
         return judge(self.target.access(g, "write", 8, 0x5A5A), self._expect_gpf(g), write=True)
 
@@ -296,6 +298,7 @@ class _Transitions:
         )
 
     def undelegate(self) -> Verdict:
+        """RMM 1.0 B4.3.6: after undelegation the host's load passes the GPC again."""
         g = self.granule
         result = self.client.granule_undelegate(g)
         if not result.ok:
@@ -305,10 +308,12 @@ class _Transitions:
         return judge(self.target.access(g, "read"), None, write=False)
 
     def gpt_is_ns(self) -> Verdict:
+        """RMM 1.0 B4.3.6 post-condition: the GPT entry is Non-secure again."""
         pas = self.target.gpt_pas(self.granule)
         return Verdict(pas is Pas.NONSECURE, pas.value, f"GPT entry is {pas.value}, expected nonsecure")
 
     def fused(self) -> Verdict:
+        """TF-A fuse_block (R_RNNHCF): the tables are byte for byte as before the delegation."""
         after = self.target.gpt_tables()
         if self.before is None:
             return Verdict(False, "no baseline", "the tables were not read before delegation")
@@ -318,6 +323,8 @@ class _Transitions:
         )
 
     def refused(self, pa: int) -> Callable[[], Verdict]:
+        """A delegation the RMM must refuse (§6.5 via gran_gpt), leaving the table bytes unchanged."""
+
         def run() -> Verdict:
             before = self._tables()
             result = self.client.granule_delegate(pa)
@@ -331,6 +338,7 @@ class _Transitions:
         return run
 
     def gtsi_from_ns(self) -> Verdict:
+        """§6.4: the RMM-EL3 interface only answers Realm state; the Normal world gets SMC_UNK."""
         x0 = self.target.smc(RMM_GTSI_DELEGATE, self.granule)[0]
         return Verdict(x0 == SMC_UNK, f"{x0:#x}", "the RMM-EL3 interface answered the Normal world")
 

@@ -49,6 +49,7 @@ class _Scrub:
         self.client = RmiClient(target)
 
     def undelegate(self) -> Verdict:
+        """Fill a granule, delegate and undelegate it: the host must not read its data back."""
         g = self.allocator.granule()
         self.target.write(g, PATTERN)
         for command in ("granule_delegate", "granule_undelegate"):
@@ -62,6 +63,7 @@ class _Scrub:
         )
 
     def destroy(self) -> Verdict:
+        """Build and destroy a realm with one data granule: the host must not read the realm's data."""
         builder = RealmBuilder(self.client, self.allocator, data_granules=1, recs=0, vmid=3)
         realm = builder.build()
         data = realm.data[0][1]
@@ -85,10 +87,12 @@ class _Encryption:
         self.target.write(self.granule, PATTERN)
 
     def own_view(self) -> Verdict:
+        """Positive control: the Non-secure view of the host's granule is its plaintext."""
         seen = self.target.read_physical(self.granule, 64, Pas.NONSECURE)
         return Verdict(seen == PATTERN[:64], _observed(seen), "the Non-secure view lost the plaintext")
 
     def foreign(self, pas: Pas) -> Verdict:
+        """The view through ``pas`` of the host's granule is ciphertext."""
         seen = self.target.read_physical(self.granule, GRANULE_SIZE, pas)
         kind = _observed(seen)
         return Verdict(
@@ -99,11 +103,13 @@ class _Encryption:
         )
 
     def distinct(self) -> Verdict:
+        """The three foreign views of one granule differ from each other (a context per PAS)."""
         views = {pas: self.target.read_physical(self.granule, 64, pas) for pas in FOREIGN}
         same = [f"{a.value}={b.value}" for a in FOREIGN for b in FOREIGN if a < b and views[a] == views[b]]
         return Verdict(not same, "distinct" if not same else "equal", "equal ciphertext: " + ", ".join(same))
 
     def tweak(self) -> Verdict:
+        """Equal plaintext blocks at different PAs encrypt differently (address tweak)."""
         # PATTERN repeats every 256 bytes: blocks at PA and PA+256 hold the same plaintext.
         seen = self.target.read_physical(self.granule, 512, Pas.REALM)
         return Verdict(
@@ -127,11 +133,13 @@ class _Realms:
         return self.realms[index].data[0][1]
 
     def private(self) -> Verdict:
+        """Two live realms hold two distinct private MECIDs (neither the RMM's MECID 0)."""
         a, b = self.mecids
         ok = a is not None and b is not None and a != b and 0 not in (a, b)
         return Verdict(ok, f"{a}, {b}", "realms do not have distinct private MECIDs", {"mecids": [a, b]})
 
     def own_mecid(self) -> Verdict:
+        """Positive control: realm A's MECID decrypts realm A's data."""
         mecid = self.mecids[0] or 0
         seen = self.target.read_physical(self._data(0), 64, Pas.REALM, mecid)
         return Verdict(
@@ -139,22 +147,26 @@ class _Realms:
         )
 
     def other_mecid(self) -> Verdict:
+        """Realm B's MECID sees ciphertext of realm A's data."""
         mecid = self.mecids[1] or 0
         seen = self.target.read_physical(self._data(0), GRANULE_SIZE, Pas.REALM, mecid)
         kind = _observed(seen)
         return Verdict(kind == "pseudo-random", kind, f"realm B's MECID sees {kind} of realm A's data")
 
     def default_mecid(self) -> Verdict:
+        """MECID 0 (the RMM's context) sees ciphertext of realm A's data."""
         seen = self.target.read_physical(self._data(0), GRANULE_SIZE, Pas.REALM, 0)
         kind = _observed(seen)
         return Verdict(kind == "pseudo-random", kind, f"MECID 0 sees {kind} of realm A's data")
 
     def distinct(self) -> Verdict:
+        """One PA read under two MECIDs gives two different results (a context per MECID)."""
         # The same plaintext in both realms' data, at different PAs: compare one PA under both MECIDs.
         a, b = (self.target.read_physical(self._data(1), 64, Pas.REALM, m or 0) for m in self.mecids)
         return Verdict(a != b, "distinct" if a != b else "equal", "two MECIDs give one ciphertext")
 
     def destroyed(self) -> Verdict:
+        """After DATA_DESTROY the granule no longer decrypts to the data under the realm's MECID."""
         data = self._data(0)
         mecid = self.mecids[0] or 0
         self.builders[0].destroy(self.realms[0], undelegate=False)
