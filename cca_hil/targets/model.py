@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -120,6 +120,7 @@ class ModelTarget(Target):
             Capability.MEMORY,
             Capability.GPT_READ,
             Capability.REALM_EXEC,
+            Capability.LOAD,
         }
         if self.config.mec:
             caps.add(Capability.MEC)
@@ -251,6 +252,40 @@ class ModelTarget(Target):
             # The RMM's view: a realm granule read through the realm's own encryption context.
             out += rmm.memory.read(pa, chunk)
         return bytes(out)
+
+    def load(
+        self,
+        image: Path,
+        address: int | None = None,
+        *,
+        verify: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Write an image into Non-secure memory through the GPT, as a loader at NS-EL2 would.
+
+        The image is checked against the platform's loadable Non-secure regions
+        first (InputError, nothing written); a granule the GPT has since taken
+        from the Non-secure PAS raises GranuleProtectionFault, as a store would.
+        """
+        from cca_hil.images import check_fits, load_image
+
+        parsed = load_image(image, address=address)
+        check_fits(parsed, self.config.regions, pas=Pas.NONSECURE)
+        total = parsed.size * (2 if verify else 1)
+        done = 0
+        for segment in parsed.segments:
+            self.machine.ns_write(segment.address, segment.data)
+            done += len(segment.data)
+            if progress is not None:
+                progress(done, total)
+        if not verify:
+            return
+        for segment in parsed.segments:
+            if self.machine.ns_read(segment.address, len(segment.data)) != segment.data:
+                raise TargetError(f"{self.name}: read-back of {segment.describe()} differs from the image")
+            done += len(segment.data)
+            if progress is not None:
+                progress(done, total)
 
     def reset(self) -> None:
         """A fresh boot: a new machine from the same configuration and seed."""
