@@ -172,24 +172,32 @@ class Machine:
 
     # -- accesses from any world ----------------------------------------------------------
 
-    def check_access(self, pa: int, *, world: Pas, pas: Pas, write: bool, el: int = 2) -> AccessFault | None:
-        """The granule protection check of one access and, if it fails, how the PE reports it (§4.3–4.5)."""
+    def check_access(
+        self, pa: int, *, world: Pas, pas: Pas, write: bool, el: int = 2, fetch: bool = False
+    ) -> AccessFault | None:
+        """The granule protection check of one access and, if it fails, how the PE reports it (§4.3–4.5).
+
+        ``fetch`` makes it an instruction fetch: an Instruction Abort (IFSC) instead of a Data Abort.
+        """
+
+        def abort(fsc: int) -> Esr:
+            if fetch:
+                return Esr.instruction_abort(fsc, same_el=True)
+            return Esr.data_abort(fsc, same_el=True, wnr=write)
+
         if not 0 <= pa < self.config.pa_limit:
             # No PE generates such a PA; an agent asking for one gets the bus's answer.
-            esr = Esr.data_abort(FaultStatus.SYNC_EXTERNAL, same_el=True, wnr=write)
-            return AccessFault(gpc=None, esr=esr, far=pa, target_el=el)
+            return AccessFault(gpc=None, esr=abort(FaultStatus.SYNC_EXTERNAL), far=pa, target_el=el)
         fault = self.gpt.fault(pa, pas, world)
         if fault is None:
             if self.gpt.region_of(pa) is None:
-                esr = Esr.data_abort(FaultStatus.SYNC_EXTERNAL, same_el=True, wnr=write)
-                return AccessFault(gpc=None, esr=esr, far=pa, target_el=el)
+                return AccessFault(gpc=None, esr=abort(FaultStatus.SYNC_EXTERNAL), far=pa, target_el=el)
             return None
         at_el3 = world is Pas.ROOT or el == 3
         as_abort = fault.kind is GptFaultKind.GPF and (at_el3 or self.config.gpf_routing == "abort")
         if as_abort:
-            esr = Esr.data_abort(FaultStatus.GPF, same_el=True, wnr=write)
-            return AccessFault(gpc=fault, esr=esr, far=pa, target_el=3 if at_el3 else el)
-        esr = Esr.gpc_exception(fault, wnr=write)
+            return AccessFault(gpc=fault, esr=abort(FaultStatus.GPF), far=pa, target_el=3 if at_el3 else el)
+        esr = Esr.gpc_exception(fault, wnr=write and not fetch, instruction=fetch)
         nse_ns = _PAS_BITS[pas]
         mfar = (nse_ns & 1) << 63 | (nse_ns >> 1) << 62 | pa & ((1 << 56) - 1) & ~0xFFF
         return AccessFault(gpc=fault, esr=esr, far=pa, target_el=3, mfar=mfar)

@@ -95,6 +95,15 @@ def test_scr_el3_gpf_takes_the_fault_to_el3_with_gpcsc_and_mfar() -> None:
     assert realm is not None and realm.mfar == 0b11 << 62 | 0xFFC0_0000
 
 
+def test_a_fetch_from_a_delegated_granule_is_an_instruction_abort_with_ifsc_0x28() -> None:
+    machine = Machine()
+    machine.smc(DELEGATE, POOL)
+    fault = machine.check_access(POOL, world=Pas.NONSECURE, pas=Pas.NONSECURE, write=False, fetch=True)
+    assert fault is not None and fault.gpf
+    assert fault.esr.exception_class is ExceptionClass.INSTRUCTION_ABORT_SAME
+    assert fault.esr.fault_status == FaultStatus.GPF and fault.esr.instruction
+
+
 def test_el3_takes_its_own_gpf_as_an_abort_whatever_scr_el3_gpf() -> None:
     machine = Machine(PlatformConfig(gpf_routing="el3"))
     fault = machine.check_access(POOL, world=Pas.ROOT, pas=Pas.ROOT, write=True)
