@@ -142,19 +142,12 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the session as JSON.
 @fvp_app.command("start")
 def start(ctx: typer.Context, as_json: AsJson = False) -> None:
     """Launch the profile's FVP and leave it running for later commands; print its ports."""
-    from cca_hil.errors import TargetError
-    from cca_hil.fvp import load_session, start_session
+    from cca_hil.fvp import start_session
 
     options = _options(ctx)
     config = fvp_config(options.load_profile())
     state = state_file(options)
-    if state.is_file():
-        # Checked here as well: start_session's own check swallows the error it raises (fvp.py).
-        existing = load_session(state)
-        if existing.is_running():
-            raise TargetError(
-                f"an FVP session is already running (pid {existing.pid}, {state}); stop it first"
-            )
+    # A session still running there is refused by start_session, naming its pid and ports.
     session = start_session(config, run_dir=state.parent / SESSION_FOLDER, state_path=state)
     if as_json:
         sys.stdout.write(json.dumps(_session_json(session, state, running=True), indent=2) + "\n")

@@ -1082,13 +1082,13 @@ def start_session(config: FvpConfig, *, run_dir: Path, state_path: Path | None =
     :meth:`FvpSession.terminal` when they need one.
     """
     state_path = state_path or default_session_path(run_dir)
-    if state_path.exists():
-        with contextlib.suppress(TargetError):
-            existing = load_session(state_path)
-            if existing.is_running():
-                raise TargetError(
-                    f"an FVP session is already running (pid {existing.pid}, {state_path}); stop it first"
-                )
+    running = _running_session(state_path)
+    if running is not None:
+        listed = ", ".join(f"{name} {port}" for name, port in sorted(running.ports.items())) or "none"
+        raise TargetError(
+            f"an FVP session is already running (pid {running.pid}, ports: {listed}; recorded in "
+            f"{state_path}); stop it first with 'cca-hil fvp stop'"
+        )
     argv, _, _ = FvpLauncher(config, run_dir=run_dir).prepare()
     run_dir.mkdir(parents=True, exist_ok=True)
     stdout_log = run_dir / "fvp.stdout.log"
@@ -1134,6 +1134,21 @@ def start_session(config: FvpConfig, *, run_dir: Path, state_path: Path | None =
     tmp.write_text(json.dumps(session.to_json(), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, state_path)
     return session
+
+
+def _running_session(state_path: Path) -> FvpSession | None:
+    """The session recorded in ``state_path`` if its model still runs.
+
+    A missing or unreadable record, or one whose model has gone, is no session:
+    a new start replaces it.
+    """
+    if not state_path.exists():
+        return None
+    try:
+        existing = load_session(state_path)
+    except TargetError:
+        return None
+    return existing if existing.is_running() else None
 
 
 def _tail_for_ports(session: FvpSession, names: list[str], timeout: float) -> dict[str, int]:

@@ -545,6 +545,48 @@ def test_session_start_use_stop_leaves_nothing_running(
         stop_session(state)
 
 
+def test_a_second_session_start_is_refused_and_the_first_is_kept(
+    make_config: Callable[..., FvpConfig], tmp_path: Path
+) -> None:
+    run = tmp_path / "session"
+    state = run / "fvp-session.json"
+    config = make_config()
+    first = start_session(config, run_dir=run)
+    try:
+        ports = ", ".join(f"{name} {port}" for name, port in sorted(first.ports.items()))
+        with pytest.raises(TargetError) as refused:
+            start_session(config, run_dir=run)
+        message = str(refused.value)
+        assert f"already running (pid {first.pid}, ports: {ports};" in message
+        assert str(state) in message
+        # The first model is still the recorded one, and still runs.
+        assert load_session(state) == first
+        assert first.is_running()
+    finally:
+        assert stop_session(state)
+    assert _group_gone(first.pgid)
+    # Once it has stopped, a new session starts in its place.
+    second = start_session(config, run_dir=run)
+    try:
+        assert second.pid != first.pid and load_session(state) == second
+    finally:
+        assert stop_session(state)
+    assert _group_gone(second.pgid)
+
+
+def test_a_stale_session_record_is_replaced(make_config: Callable[..., FvpConfig], tmp_path: Path) -> None:
+    run = tmp_path / "session"
+    state = run / "fvp-session.json"
+    run.mkdir()
+    state.write_text("{not json")
+    session = start_session(make_config(), run_dir=run)
+    try:
+        assert load_session(state) == session
+    finally:
+        assert stop_session(state)
+    assert _group_gone(session.pgid)
+
+
 def test_session_never_signals_a_process_that_is_not_the_one_started(tmp_path: Path) -> None:
     bystander = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
