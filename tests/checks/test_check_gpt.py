@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import pytest
 
 from cca_hil.arch.esr import Esr, FaultStatus
@@ -73,3 +77,19 @@ def test_judge_checks_the_gpcsc_of_a_gpc_exception() -> None:
 def test_judge_fails_an_access_that_completes_where_the_gpt_forbids_it() -> None:
     verdict = judge(AccessResult(value=0), GPF_L1, write=False)
     assert not verdict.passed and "completed" in verdict.message
+
+
+def test_a_board_behind_the_agent_link_runs_the_ns_cases_and_skips_the_rest_with_reasons(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # tools/sim-board runs on "python3" from PATH: make that this interpreter.
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    with build_target(load_profile("board-sim"), run_dir=tmp_path) as target:
+        result = run_check(target, gpt_sections(target), command="check gpt")
+    steps = [step for seq in result.sequences for step in seq.steps]
+    ran = [step for step in steps if step.outcome is Outcome.PASSED]
+    skipped = [step for step in steps if step.outcome is Outcome.SKIPPED]
+    assert ran and skipped and len(ran) + len(skipped) == len(steps)
+    assert all(", nonsecure world," in step.name for step in ran if step.name.startswith("R_DQPWS"))
+    assert any("from the realm world" in step.message for step in skipped)
+    assert result.exit_code() == 0
