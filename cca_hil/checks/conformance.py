@@ -1,11 +1,15 @@
-"""The bundled RMI conformance suite: cases for every failure condition of every RMI 1.0 command.
+"""The bundled conformance suite: cases for every failure condition of every RMI 1.0 and RSI 1.0 command.
 
 The suite is a set of sequence files shipped with the package
 (``cca_hil/data/conformance/<command>.yaml`` and ``<command>__<part>.yaml``),
 so that every case can be read and rerun like any other sequence. Each file
 builds the state its stimuli need and then issues them; a stimulus is a step
 calling the file's command whose name says what it tests (RMM 1.0 B3.3 failure
-condition tables, rmm-abi §0.1):
+condition tables, rmm-abi §0.1). The realm side has files of its own:
+``rsi_<command>.yaml`` for the RSI commands (RMM 1.0 B5.3, rmm-abi §7.1) and
+``rsi_psci_<function>.yaml`` for the PSCI failures the RMM detects itself
+(§8); their stimuli are ``rsi:`` steps, or REC entries whose realm makes the
+call once.
 
 * ``<label>`` or ``<label>__<variant>``: one failure condition alone, with
   ``condition: <label>`` and the spec's exact ``expect``;
@@ -15,8 +19,8 @@ condition tables, rmm-abi §0.1):
   answer of a command that has no failure conditions (RMI_VERSION).
 
 Steps named ``setup__…`` and ``check__…`` build and read back state.
-:func:`coverage` measures the suite against the command table of
-:data:`cca_hil.arch.rmi_1_0.RMI_1_0`.
+:func:`coverage` measures the suite against the command tables of
+:data:`cca_hil.arch.rmi_1_0.RMI_1_0` and :mod:`cca_hil.arch.rsi_1_0`.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from typing import Literal, NamedTuple
 
 from cca_hil.arch.rmi import RmiCommand, RmiInterface
 from cca_hil.arch.rmi_1_0 import RMI_1_0
+from cca_hil.arch.rsi_1_0 import PSCI_1_1, RSI_1_0
 from cca_hil.errors import InputError
+from cca_hil.seqformat import RealmActionSpec, RmiStep, RsiStep
 from cca_hil.sequences import Sequence, Step, load_sequence
 
 PART_SEPARATOR = "__"
@@ -40,6 +46,40 @@ NON_CASE_PREFIXES = ("setup", "check")
 """Step names starting ``setup__`` / ``check__`` build or read back state; they are not cases."""
 
 CaseKind = Literal["condition", "order", "success", "answer"]
+Abi = Literal["rmi", "rsi", "psci"]
+
+REALM_PREFIX = "rsi_"
+"""Suite files of calls a realm makes start with this: ``rsi_<command>``, ``rsi_psci_<function>``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RealmCall:
+    """An RSI command or a PSCI function the RMM answers, as the suite tests it."""
+
+    name: str
+    """The suite's name for it, which its files start with: ``rsi_ipa_state_get``, ``rsi_psci_cpu_on``."""
+    abi: Literal["rsi", "psci"]
+    function: str
+    """The name a realm action gives it: ``ipa_state_get``, ``cpu_on``."""
+    labels: tuple[str, ...]
+    """Its failure conditions in evaluation order (rmm-abi.md §7.1, §8)."""
+
+
+def realm_calls() -> tuple[RealmCall, ...]:
+    """Every RSI 1.0 command, then every PSCI function with failures the RMM detects itself."""
+    rsi = tuple(
+        RealmCall(f"{REALM_PREFIX}{c.name}", "rsi", c.name, tuple(cond.id for cond in c.conditions))
+        for c in RSI_1_0.commands
+    )
+    psci = tuple(
+        RealmCall(f"{REALM_PREFIX}psci_{f.name}", "psci", f.name, tuple(cond.id for cond in f.conditions))
+        for f in PSCI_1_1
+        if f.conditions
+    )
+    return rsi + psci
+
+
+SuiteCommand = RmiCommand | RealmCall
 
 
 class Unreachable(NamedTuple):
@@ -56,6 +96,10 @@ _SECOND_CPU = (
 _HIGH_MEMORY = (
     "needs a delegable granule at or above 2^48 (a 52-bit PA platform), which no platform.* name provides"
 )
+_TOKEN_FAILURE = (
+    "needs the RMM to fail making the token (a signing failure, or a token larger than INIT promised); "
+    "nothing a realm or the Host passes causes that"
+)
 
 UNREACHABLE: tuple[Unreachable, ...] = (
     Unreachable("rec_destroy", "rec_state", _SECOND_CPU),
@@ -65,6 +109,7 @@ UNREACHABLE: tuple[Unreachable, ...] = (
     Unreachable("rtt_create", "rtt_bound2", _HIGH_MEMORY),
     Unreachable("data_create", "data_bound2", _HIGH_MEMORY),
     Unreachable("data_create_unknown", "data_bound2", _HIGH_MEMORY),
+    Unreachable("rsi_attestation_token_continue", "unknown", _TOKEN_FAILURE),
 )
 """Conditions no sequence can reach on any target (docs/conformance.md, "Unreachable conditions")."""
 
@@ -105,6 +150,8 @@ class CoverageRow:
     orderings_covered: tuple[tuple[str, str], ...]
     unreachable: tuple[str, ...]
     """Conditions no sequence can reach (see :data:`UNREACHABLE`)."""
+    abi: Abi = "rmi"
+    """The interface the command belongs to: RMI, RSI, or PSCI in a realm."""
 
     @property
     def missing(self) -> tuple[str, ...]:
@@ -122,9 +169,14 @@ def command_of(path: Path) -> str:
     return path.stem.split(PART_SEPARATOR, 1)[0]
 
 
+def suite_command_names(interface: RmiInterface = RMI_1_0) -> list[str]:
+    """Names of everything the suite tests, in table order: RMI commands, then RSI commands and PSCI."""
+    return [command.name for command in interface.commands] + [call.name for call in realm_calls()]
+
+
 def conformance_files(interface: RmiInterface = RMI_1_0) -> list[Path]:
     """The suite's files in command-table order, each command's main file before its parts."""
-    order = {command.name: index for index, command in enumerate(interface.commands)}
+    order = {name: index for index, name in enumerate(suite_command_names(interface))}
     files = [path for path in conformance_dir().glob("*.yaml") if path.is_file()]
     return sorted(
         files, key=lambda p: (order.get(command_of(p), len(order)), p.stem != command_of(p), p.stem)
@@ -141,28 +193,40 @@ def conformance_sequences(only: Seq[str] | None = None, interface: RmiInterface 
     files = conformance_files(interface)
     if only is not None:
         wanted = {normalize_command(name) for name in only}
-        unknown = sorted(wanted - {command.name for command in interface.commands})
+        names = suite_command_names(interface)
+        unknown = sorted(wanted - set(names))
         if unknown:
             raise InputError(
-                f"no RMI command {', '.join(repr(name) for name in unknown)} in the conformance suite",
-                valid=[command.name for command in interface.commands],
+                f"no RMI command {', '.join(repr(name) for name in unknown)} in the conformance suite, "
+                "nor RSI command or realm PSCI function (rsi_…)",
+                valid=names,
             )
         files = [path for path in files if command_of(path) in wanted]
     return [load_sequence(path) for path in files]
 
 
-def labels_of(command: RmiCommand) -> tuple[str, ...]:
+def labels_of(command: SuiteCommand) -> tuple[str, ...]:
     """The command's condition labels in recommended order, each once (TF-RMM splits share a label)."""
+    if isinstance(command, RealmCall):
+        return command.labels
     return tuple(dict.fromkeys(condition.label for condition in command.conditions))
 
 
-def quirk_only(command: RmiCommand) -> tuple[str, ...]:
-    """Labels of conditions that exist only in TF-RMM's behaviour (their spec answer is another condition)."""
+def quirk_only(command: SuiteCommand) -> tuple[str, ...]:
+    """Labels of RMI conditions that exist only in TF-RMM's behaviour (their spec answer is another one).
+
+    None for the realm side: where the spec is silent (rmm-abi.md §12 row 16)
+    TF-RMM's answer is the only one there is, so those cases assert it.
+    """
+    if isinstance(command, RealmCall):
+        return ()
     return tuple(condition.label for condition in command.conditions if condition.quirk is not None)
 
 
-def spec_orderings(command: RmiCommand) -> tuple[tuple[str, str], ...]:
-    """Every pair (a, b) such that the spec states a precedes b, in table order."""
+def spec_orderings(command: SuiteCommand) -> tuple[tuple[str, str], ...]:
+    """Every pair (a, b) such that the spec states a precedes b, in table order (none for RSI, §7.1)."""
+    if isinstance(command, RealmCall):
+        return ()
     pairs: dict[tuple[str, str], None] = {}
     for before, after in command.spec_precedes:
         for a in before:
@@ -171,7 +235,7 @@ def spec_orderings(command: RmiCommand) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def parse_case_name(command: RmiCommand, name: str) -> tuple[CaseKind, str | None, str | None] | None:
+def parse_case_name(command: SuiteCommand, name: str) -> tuple[CaseKind, str | None, str | None] | None:
     """What a stimulus name says it tests: (kind, label, second label); None if it is no case name."""
     head = name.split(PART_SEPARATOR, 1)[0]
     labels = labels_of(command)
@@ -192,21 +256,44 @@ def parse_case_name(command: RmiCommand, name: str) -> tuple[CaseKind, str | Non
 
 
 def is_stimulus(step: Step, command: str) -> bool:
-    """True for a step that calls ``command`` and is not named as set-up or read-back."""
+    """True for a step that calls RMI ``command`` and is not named as set-up or read-back."""
     if step.op != "rmi" or step.command != command:
         return False
     return step.name.split(PART_SEPARATOR, 1)[0] not in NON_CASE_PREFIXES
+
+
+def realm_stimulus(step: Step, call: RealmCall) -> tuple[RealmActionSpec, ...]:
+    """The realm's calls of ``call`` in a step not named as set-up or read-back (none: not a stimulus)."""
+    if step.name.split(PART_SEPARATOR, 1)[0] in NON_CASE_PREFIXES:
+        return ()
+    if isinstance(step, RsiStep):
+        return (step.action,) if (call.abi, call.function) == ("rsi", step.command) else ()
+    if isinstance(step, RmiStep):
+        return tuple(a for a in step.realm if (a.kind, a.name) == (call.abi, call.function))
+    return ()
 
 
 class CaseNameError(InputError):
     """A stimulus of the suite is not named after what it tests."""
 
 
-def cases_of(sequence: Sequence, command: RmiCommand) -> list[Case]:
+def cases_of(sequence: Sequence, command: SuiteCommand) -> list[Case]:
     """The stimuli of one suite file for ``command`` (CaseNameError for a name that says nothing)."""
     out: list[Case] = []
     for step in sequence.steps:
-        if not is_stimulus(step, command.name):
+        condition = step.condition
+        if isinstance(command, RealmCall):
+            calls = realm_stimulus(step, command)
+            if not calls:
+                continue
+            if len(calls) > 1:
+                raise CaseNameError(
+                    f"stimulus {step.name!r} makes {len(calls)} {command.function} calls: "
+                    "a case makes one (name the others' steps setup__…)",
+                    where=f"{sequence.source}:{step.line}",
+                )
+            condition = calls[0].condition
+        elif not is_stimulus(step, command.name):
             continue
         parsed = parse_case_name(command, step.name)
         if parsed is None:
@@ -224,7 +311,7 @@ def cases_of(sequence: Sequence, command: RmiCommand) -> list[Case]:
                 kind=kind,
                 label=label,
                 second=second,
-                condition=step.condition,
+                condition=condition,
                 source=sequence.source,
                 line=step.line,
                 requires=sequence.requires,
@@ -233,22 +320,30 @@ def cases_of(sequence: Sequence, command: RmiCommand) -> list[Case]:
     return out
 
 
-def suite_cases(sequences: Iterable[Sequence], interface: RmiInterface = RMI_1_0) -> list[Case]:
-    """Every stimulus of the loaded suite, each attributed to the command its file tests."""
-    out: list[Case] = []
-    for sequence in sequences:
-        name = command_of(Path(sequence.source))
-        if name not in interface:
-            raise CaseNameError(
-                f"{Path(sequence.source).name} is not named after the RMI command it tests",
-                where=sequence.source,
-                valid=[command.name for command in interface.commands],
-            )
-        out.extend(cases_of(sequence, interface[name]))
+def suite_commands(interface: RmiInterface = RMI_1_0) -> dict[str, SuiteCommand]:
+    """Everything the suite tests by its suite name: RMI commands, RSI commands, realm PSCI functions."""
+    out: dict[str, SuiteCommand] = {command.name: command for command in interface.commands}
+    out.update((call.name, call) for call in realm_calls())
     return out
 
 
-def covers(case: Case, command: RmiCommand) -> str | None:
+def suite_cases(sequences: Iterable[Sequence], interface: RmiInterface = RMI_1_0) -> list[Case]:
+    """Every stimulus of the loaded suite, each attributed to the command its file tests."""
+    commands = suite_commands(interface)
+    out: list[Case] = []
+    for sequence in sequences:
+        name = command_of(Path(sequence.source))
+        if name not in commands:
+            raise CaseNameError(
+                f"{Path(sequence.source).name} is not named after the command it tests",
+                where=sequence.source,
+                valid=list(commands),
+            )
+        out.extend(cases_of(sequence, commands[name]))
+    return out
+
+
+def covers(case: Case, command: SuiteCommand) -> str | None:
     """The condition a case covers: a single fault asserting its own condition, or a quirk-only situation."""
     if case.kind != "condition" or case.label is None:
         return None
@@ -264,7 +359,7 @@ def coverage(
     loaded = conformance_sequences(interface=interface) if sequences is None else list(sequences)
     cases = suite_cases(loaded, interface)
     rows: dict[str, CoverageRow] = {}
-    for command in interface.commands:
+    for command in suite_commands(interface).values():
         mine = [case for case in cases if case.command == command.name]
         covered = {label for case in mine if (label := covers(case, command)) is not None}
         ordered = {(case.label, case.second) for case in mine if case.kind == "order"}
@@ -279,5 +374,6 @@ def coverage(
             orderings=orderings,
             orderings_covered=tuple(pair for pair in orderings if pair in ordered),
             unreachable=tuple(u.label for u in UNREACHABLE if u.command == command.name),
+            abi=command.abi if isinstance(command, RealmCall) else "rmi",
         )
     return rows

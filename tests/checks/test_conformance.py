@@ -1,4 +1,4 @@
-"""The bundled RMI conformance suite: passes on the strict-spec model, covers every condition."""
+"""The bundled conformance suite (RMI and RSI): passes on the strict-spec model, covers every condition."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import pytest
 import yaml
 
 from cca_hil.arch.rmi_1_0 import RMI_1_0, RTT_CREATE
+from cca_hil.arch.rsi_1_0 import PSCI_1_1, RSI_1_0
 from cca_hil.checks.conformance import (
     UNREACHABLE,
     CaseNameError,
     CoverageRow,
+    RealmCall,
     command_of,
     conformance_files,
     conformance_sequences,
@@ -20,8 +22,11 @@ from cca_hil.checks.conformance import (
     labels_of,
     parse_case_name,
     quirk_only,
+    realm_calls,
     spec_orderings,
     suite_cases,
+    suite_command_names,
+    suite_commands,
 )
 from cca_hil.errors import InputError
 from cca_hil.profiles import build_target, load_profile
@@ -116,9 +121,26 @@ def test_every_condition_has_a_case_unless_no_sequence_can_reach_it(rows: dict[s
     assert not missing, "conditions without a case: " + ", ".join(missing)
 
 
+def test_every_rsi_and_realm_psci_condition_has_a_case(suite: list[Sequence]) -> None:
+    # Straight from the arch tables, so that a command the suite's own list forgot is still counted.
+    wanted = {(f"rsi_{c.name}", cond.id) for c in RSI_1_0.commands for cond in c.conditions}
+    wanted |= {(f"rsi_psci_{f.name}", cond.id) for f in PSCI_1_1 for cond in f.conditions}
+    unreachable = {(u.command, u.label) for u in UNREACHABLE}
+    have = {(case.command, case.label) for case in suite_cases(suite) if case.kind == "condition"}
+    asserted = {(case.command, case.condition) for case in suite_cases(suite)}
+    missing = sorted(wanted - have - unreachable)
+    assert not missing, "RSI/PSCI conditions without a case: " + ", ".join(
+        f"{c}.{label}" for c, label in missing
+    )
+    assert not (wanted - asserted - unreachable), "cases that do not assert their condition"
+    # rmm-abi.md §7.1 lists 26 RSI conditions (three of them TF-RMM rows), §8 five PSCI failures.
+    assert len(wanted) == 31
+
+
 def test_unreachable_conditions_are_real_conditions_that_have_no_case(rows: dict[str, CoverageRow]) -> None:
+    commands = suite_commands()
     for entry in UNREACHABLE:
-        assert entry.label in labels_of(RMI_1_0[entry.command]), entry
+        assert entry.label in labels_of(commands[entry.command]), entry
         assert entry.label not in rows[entry.command].covered, (
             f"{entry} has a case now: drop it from UNREACHABLE"
         )
@@ -126,19 +148,29 @@ def test_unreachable_conditions_are_real_conditions_that_have_no_case(rows: dict
 
 
 def test_coverage_table_counts_every_command(rows: dict[str, CoverageRow]) -> None:
-    assert list(rows) == [command.name for command in RMI_1_0.commands]
-    print(f"\n{'command':24} conditions  stimuli  (realm_exec)  orderings")
+    assert list(rows) == [command.name for command in RMI_1_0.commands] + [
+        call.name for call in realm_calls()
+    ]
+    assert [row.command for row in rows.values() if row.abi == "rsi"] == [
+        f"rsi_{command.name}" for command in RSI_1_0.commands
+    ]
+    print(f"\n{'command':32} conditions  stimuli  (realm_exec)  orderings")
     for row in rows.values():
         print(
-            f"{row.command:24} {len(row.covered):4}/{len(row.conditions):<4} {row.stimuli:8}  "
+            f"{row.command:32} {len(row.covered):4}/{len(row.conditions):<4} {row.stimuli:8}  "
             f"({row.realm_exec_stimuli:3})        {len(row.orderings_covered):3}/{len(row.orderings)}"
         )
         assert set(row.orderings_covered) <= set(row.orderings)
         assert row.stimuli > 0, f"{row.command} has no case"
-    covered = sum(len(row.covered) for row in rows.values())
-    total = sum(len(row.conditions) for row in rows.values())
-    stimuli = sum(row.stimuli for row in rows.values())
-    print(f"{'total':24} {covered:4}/{total:<4} {stimuli:8}")
+        if row.abi != "rmi":
+            # No RSI command or realm PSCI function states an ordering (rmm-abi.md §7.1); all run realms.
+            assert row.orderings == () and row.realm_exec_stimuli == row.stimuli
+    for abi in ("rmi", "rsi", "psci"):
+        mine = [row for row in rows.values() if row.abi == abi]
+        covered = sum(len(row.covered) for row in mine)
+        total = sum(len(row.conditions) for row in mine)
+        stimuli = sum(row.stimuli for row in mine)
+        print(f"{'total ' + abi:32} {covered:4}/{total:<4} {stimuli:8}")
 
 
 def test_realms_of_different_files_use_different_vmids() -> None:
@@ -158,17 +190,21 @@ def test_realms_of_different_files_use_different_vmids() -> None:
 
 
 def test_suite_has_at_least_as_many_stimuli_as_the_acs(rows: dict[str, CoverageRow]) -> None:
-    assert sum(row.stimuli for row in rows.values()) >= ACS_STIMULI
+    assert sum(row.stimuli for row in rows.values() if row.abi == "rmi") >= ACS_STIMULI
 
 
 def test_every_stimulus_is_named_after_what_it_tests(suite: list[Sequence]) -> None:
     cases = suite_cases(suite)
+    commands = suite_commands()
     for case in cases:
-        command = RMI_1_0[case.command]
+        command = commands[case.command]
         where = f"{case.source}:{case.line} {case.name}"
         if case.kind == "condition":
             assert case.label in labels_of(command), where
-            if case.label in quirk_only(command):
+            if isinstance(command, RealmCall):
+                # The realm side has no spec answer to assert instead: the case asserts its own label.
+                assert case.condition == case.label, where
+            elif case.label in quirk_only(command):
                 # A TF-RMM-only condition: the strict-spec case asserts the condition the spec answers with.
                 assert case.condition is not None and case.condition != case.label, where
             else:
@@ -180,9 +216,9 @@ def test_every_stimulus_is_named_after_what_it_tests(suite: list[Sequence]) -> N
             assert case.condition is None, where
 
 
-def test_suite_has_a_file_for_every_rmi_command() -> None:
+def test_suite_has_a_file_for_every_rmi_and_rsi_command() -> None:
     files = conformance_files()
-    commands = [command.name for command in RMI_1_0.commands]
+    commands = suite_command_names()
     assert {command_of(path) for path in files} == set(commands)
     assert {path.stem for path in files} >= set(commands)
     main_files = [path.stem for path in files if path.stem == command_of(path)]
@@ -190,8 +226,13 @@ def test_suite_has_a_file_for_every_rmi_command() -> None:
 
 
 def test_only_takes_command_names_with_hyphens_or_underscores() -> None:
-    sequences = conformance_sequences(["rtt-create", "granule_delegate", "REC-ENTER"])
-    assert {command_of(Path(s.source)) for s in sequences} == {"rtt_create", "granule_delegate", "rec_enter"}
+    sequences = conformance_sequences(["rtt-create", "granule_delegate", "REC-ENTER", "rsi-host-call"])
+    assert {command_of(Path(s.source)) for s in sequences} == {
+        "rtt_create",
+        "granule_delegate",
+        "rec_enter",
+        "rsi_host_call",
+    }
     assert any("realm_exec" in s.requires for s in sequences)
 
 
@@ -265,3 +306,44 @@ def test_on_the_tf_rmm_model_only_cases_tagged_with_a_spec_vs_tf_rmm_row_fail(su
     assert not untagged, "cases failing on TF-RMM's behaviour without a §12 row: " + ", ".join(untagged)
     # The strict-spec answers the suite asserts do differ from TF-RMM's somewhere (§12 rows 1, 5, 6).
     assert len(failed) >= 3
+
+
+def test_an_rsi_case_asserting_another_condition_fails_on_the_model() -> None:
+    path = next(p for p in conformance_files() if p.stem == "rsi_ipa_state_get")
+    case = "{name: end_align, rsi: ipa_state_get, rec: rec0, args: {base: 0x1000, top: 0x2008}, "
+    text = path.read_text(encoding="utf-8").replace(
+        case + "condition: end_align", case + "condition: base_align"
+    )
+    result, _ = run_suite([load_sequence_text(text, source=str(path))], "model")
+    failed = [step for step in result.sequences[0].steps if step.outcome is Outcome.FAILED]
+    assert [step.name for step in failed] == ["end_align"]
+    assert failed[0].message == "condition end_align, expected base_align"
+
+
+def test_a_psci_case_asserting_another_condition_fails_on_the_model() -> None:
+    path = next(p for p in conformance_files() if p.stem == "rsi_psci_cpu_on")
+    text = path.read_text(encoding="utf-8")
+    start = text.index("  - name: mpidr__no_rec")
+    text = text[:start] + text[start:].replace("condition: mpidr", "condition: entry", 1)
+    result, _ = run_suite([load_sequence_text(text, source=str(path))], "model")
+    failed = [step for step in result.sequences[0].steps if step.outcome is Outcome.FAILED]
+    assert [step.name for step in failed] == ["mpidr__no_rec/1 psci cpu_on"]
+    assert failed[0].message == "condition mpidr, expected entry"
+
+
+def test_a_realm_stimulus_makes_one_call_of_its_command() -> None:
+    text = """
+sequence: two_calls
+steps:
+  - name: entry
+    rmi: rec_enter
+    args: {rec: 0}
+    realm:
+      - {psci: cpu_on, expect: invalid_address, condition: entry}
+      - {psci: cpu_on, expect: invalid_address, condition: entry}
+"""
+    sequence = load_sequence_text(text, source="rsi_psci_cpu_on.yaml")
+    with pytest.raises(CaseNameError) as caught:
+        suite_cases([sequence])
+    assert "rsi_psci_cpu_on.yaml:4" in str(caught.value)
+    assert "makes 2 cpu_on calls" in str(caught.value)
