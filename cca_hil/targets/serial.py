@@ -12,6 +12,19 @@ UART.
 group. Its first line on stdout is the URL of its port (unless ``url:`` names
 one); everything else it prints goes to ``board.log`` in the run folder. It is
 stopped with SIGTERM, then SIGKILL, when the target closes.
+
+``probe:`` (a pyOCD debug probe, :mod:`cca_hil.probe`) gives the board ``load``
+and ``reset``; ``power:`` (FTDI GPIO lines or commands, :mod:`cca_hil.power`)
+gives ``power`` and, with a reset line or command, ``reset``. Neither needs the
+agent: a board can be powered and loaded before anything on it answers. Both
+are opened on first use and kept until the target closes. A reset or power
+change while the agent link is open closes the link first and opens it again
+afterwards (not after ``off``), since the agent reboots with the board.
+
+``probe.sim_machine: shared`` (profile ``board-sim-probe``) simulates the board
+and its probe on **one** model machine in this process: the agent emulator is
+served on a loopback TCP port and a simulated SW-DP on the same machine is
+plugged in for pyOCD, so what the probe writes the agent reads.
 """
 
 from __future__ import annotations
@@ -25,17 +38,23 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 from cca_hil.agent.streams import ByteStream
+from cca_hil.arch.pas import Pas
 from cca_hil.errors import ProfileError, TransportError
-from cca_hil.power import POWER_PARAMS
-from cca_hil.probe import PROBE_PARAMS
+from cca_hil.power import POWER_PARAMS, PowerConfig, PowerController
+from cca_hil.probe import PROBE_PARAMS, LoadResult, ProbeConfig, ProbeSession
 from cca_hil.targets.agent import LINK_PARAMS, AgentTarget
+from cca_hil.targets.base import Capability, PowerAction
 
 if TYPE_CHECKING:
+    from cca_hil.agent.emulator import AgentEmulator, EmulatorServer
+    from cca_hil.model.machine import Machine
     from cca_hil.profiles import Profile
+    from cca_hil.sim.dap import SimDap
 
 DEFAULT_BAUDRATE = 115200
 BOARD_LOG = "board.log"
@@ -46,6 +65,11 @@ _READ_SLICE = 0.05
 """pySerial read timeout: how long the link's reader blocks before checking whether to stop."""
 _WRITE_TIMEOUT = 5.0
 """Longest a write may block on a line that does not drain (flow control stuck, peer stalled)."""
+
+SIM_MACHINES = ("shared",)
+"""Values of ``probe.sim_machine``: ``shared`` puts the simulated probe on the simulated board's machine."""
+SERIAL_PROBE_PARAMS: Mapping[str, Any] = {**PROBE_PARAMS, "sim_machine": str}
+"""A serial board's ``probe:`` section: :data:`~cca_hil.probe.PROBE_PARAMS` and ``sim_machine``."""
 
 
 class LaunchedBoard:
@@ -195,6 +219,48 @@ def open_port(
         raise TransportError(f"cannot open serial port {url}: {exc}") from exc
 
 
+class SharedSimBoard:
+    """A simulated board and its simulated debug probe on one model machine, in this process.
+
+    The agent emulator (the board's firmware, as ``sim-board --tcp`` runs it) is
+    served on a loopback TCP port, and a :class:`~cca_hil.sim.dap.SimDap` on the
+    same machine is plugged in for pyOCD's enumeration under ``unique_id``: the
+    probe's MEM-AP and the agent see one memory, through the machine's GPT.
+    Pulsing nRESET through the probe reboots the agent (its session is gone and
+    the boot text comes again); memory keeps its contents, as DRAM does.
+    """
+
+    def __init__(self, unique_id: str) -> None:
+        from cca_hil.agent.emulator import EmulatorServer
+        from cca_hil.sim.dap import SimDap, plugged
+        from cca_hil.tools.sim_board import BoardOptions, build_emulator
+
+        self.emulator: AgentEmulator = build_emulator(BoardOptions(tcp=True))
+        self.dap: SimDap = SimDap.for_machine(unique_id, self.emulator.machine)
+        self.dap.on_reset = self.emulator.reboot
+        self._stack = contextlib.ExitStack()
+        try:
+            self.server: EmulatorServer = self._stack.enter_context(EmulatorServer(self.emulator))
+            self._stack.enter_context(plugged(self.dap))
+        except BaseException:
+            self._stack.close()
+            raise
+
+    @property
+    def machine(self) -> Machine:
+        """The one model machine behind the agent and the probe."""
+        return self.emulator.machine
+
+    @property
+    def url(self) -> str:
+        """``socket://127.0.0.1:PORT`` of the agent's line."""
+        return self.server.url
+
+    def close(self) -> None:
+        """Unplug the probe, stop serving the agent; idempotent and bounded."""
+        self._stack.close()
+
+
 class SerialTarget(AgentTarget):
     """A board whose agent talks on a UART reached through a pySerial URL (or a launched stand-in)."""
 
@@ -210,7 +276,7 @@ class SerialTarget(AgentTarget):
         "launch_timeout": float,
         "stop_timeout": float,
         "link": LINK_PARAMS,
-        "probe": PROBE_PARAMS,
+        "probe": SERIAL_PROBE_PARAMS,
         "power": POWER_PARAMS,
     }
 
@@ -219,7 +285,15 @@ class SerialTarget(AgentTarget):
         params = profile.params
         self.url: str | None = params.get("url")
         self.launch: list[str] = launch_argv(list(params.get("launch", [])))
-        if not self.url and not self.launch:
+        self.probe_config, self.sim_machine = _probe_config(params.get("probe"), where=profile.source)
+        self.power_config = _power_config(params.get("power"), where=profile.source)
+        if self.sim_machine is not None and (self.url or self.launch):
+            raise ProfileError(
+                "serial.probe.sim_machine: shared runs the simulated board in this process; "
+                "drop serial.url and serial.launch",
+                where=profile.source,
+            )
+        if not self.url and not self.launch and self.sim_machine is None:
             raise ProfileError(
                 "a serial profile needs serial.url (or serial.launch, a program that prints one)",
                 where=profile.source,
@@ -235,9 +309,168 @@ class SerialTarget(AgentTarget):
         self.board: LaunchedBoard | None = None
         self.port: Any = None
         self.port_url = self.url or ""
+        self.sim: SharedSimBoard | None = None
+        self.last_load: LoadResult | None = None
+        """What the last :meth:`load` did (bytes, segments, verified, entry point)."""
+        self._probe: ProbeSession | None = None
+        self._power: PowerController | None = None
+        self._on_power_step: Callable[[str], None] | None = None
+
+    # -- debug probe, power control, simulation ---------------------------------------------------------
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the agent announced (once open), and ``load``/``reset``/``power`` as the profile allows."""
+        return super().capabilities | self._board_capabilities()
+
+    def _board_capabilities(self) -> frozenset[str]:
+        caps: set[str] = set()
+        if self.probe_config is not None:
+            caps |= {Capability.LOAD, Capability.RESET}
+        if self.power_config is not None:
+            caps.add(Capability.POWER)
+        if self._power_resets():
+            caps.add(Capability.RESET)
+        return frozenset(caps)
+
+    def _power_resets(self) -> bool:
+        """True when the power control has a reset line, sequence or command."""
+        power = self.power_config
+        return power is not None and bool(power.steps("reset") or "reset" in power.commands)
+
+    def start_simulation(self) -> SharedSimBoard | None:
+        """Boot the in-process simulated board and plug its probe in (``probe.sim_machine``); idempotent."""
+        if self.sim is None and self.sim_machine is not None:
+            assert self.probe_config is not None
+            self.sim = SharedSimBoard(_plain_id(self.probe_config.unique_id))
+        return self.sim
+
+    def probe_session(self) -> ProbeSession:
+        """The open debug-probe session (opened on first use, kept until :meth:`close`)."""
+        self.require(Capability.LOAD)
+        assert self.probe_config is not None
+        if self._probe is None:
+            self.start_simulation()
+            session = ProbeSession(self.probe_config)
+            session.open()
+            self._probe = session
+        return self._probe
+
+    @property
+    def probe_pas(self) -> Pas | None:
+        """The PAS the open probe session's accesses use (None before a probe is opened)."""
+        return self._probe.pas if self._probe is not None else None
+
+    def _power_controller(self) -> PowerController:
+        self.require(Capability.POWER)
+        assert self.power_config is not None
+        if self._power is None:
+            controller = PowerController(self.power_config, on_step=self._power_step)
+            controller.open()
+            self._power = controller
+        return self._power
+
+    def _power_step(self, step: str) -> None:
+        if self._on_power_step is not None:
+            self._on_power_step(step)
+
+    def _close_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.close()
+
+    def load(
+        self,
+        image: Path,
+        address: int | None = None,
+        *,
+        verify: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Load an ELF/HEX/BIN image through the debug probe's MEM-AP (and read it back when ``verify``).
+
+        The image is parsed before anything touches the board (InputError). With
+        the agent link open, it is also checked against the memory map the agent
+        reported, for the PAS the probe uses. Transfer faults and a read-back
+        mismatch are TargetErrors. ``progress(done, total)`` counts the write and
+        then the read-back.
+        """
+        from cca_hil.images import check_fits, load_image
+
+        self.require(Capability.LOAD)
+        assert self.probe_config is not None
+        parsed = load_image(image, address=address)
+        if self._opened:
+            check_fits(parsed, self.info().regions, pas=self.probe_pas or self.probe_config.pas)
+        session = self.probe_session()
+        phases = 2 if verify else 1
+
+        def step(phase: str, done: int, total: int) -> None:
+            assert progress is not None
+            progress(done + (total if phase == "verify" else 0), total * phases)
+
+        self.last_load = session.load(parsed, verify=verify, progress=step if progress is not None else None)
+
+    def reset(self) -> None:
+        """Reset the board: the power controller's reset line (or command) when configured, else nRESET.
+
+        An open agent link is closed first and opened again once the board has reset.
+        """
+        self.require(Capability.RESET)
+        relink = self._opened
+        if relink:
+            super().close()
+        if self._power_resets():
+            self._power_controller().power("reset")
+        else:
+            self.probe_session().reset()
+        if relink:
+            self.open()
+
+    def power(self, action: PowerAction, *, on_step: Callable[[str], None] | None = None) -> None:
+        """Switch board power ``on``, ``off`` or ``cycle`` it; ``on_step(step)`` hears each step as it starts.
+
+        An open agent link is closed first and, unless the board was switched
+        off, opened again afterwards; an open probe session is closed when power goes.
+        """
+        self.require(Capability.POWER)
+        relink = self._opened
+        if relink:
+            super().close()
+        if action != "on":
+            self._close_probe()
+        self._on_power_step = on_step
+        try:
+            self._power_controller().power(action)
+        finally:
+            self._on_power_step = None
+        if relink and action != "off":
+            self.open()
+
+    def close(self) -> None:
+        """Close the agent link, the probe session, the power controller and the simulation; idempotent."""
+        try:
+            super().close()
+        finally:
+            try:
+                self._close_probe()
+            finally:
+                power, self._power = self._power, None
+                sim, self.sim = self.sim, None
+                try:
+                    if power is not None:
+                        power.close()
+                finally:
+                    if sim is not None:
+                        sim.close()
+
+    # -- the agent's line ---------------------------------------------------------------------------------
 
     def _connect(self, folder: Path) -> ByteStream:
         url = self.url
+        sim = self.start_simulation()
+        if sim is not None:
+            url = sim.url
         if self.launch:
             self.board = LaunchedBoard(
                 self.launch,
@@ -268,4 +501,41 @@ class SerialTarget(AgentTarget):
         facts = {"serial port": f"{self.port_url} @ {self.baudrate} baud"}
         if self.board is not None:
             facts["board program"] = f"{shlex.join(self.board.argv)} (pid {self.board.pid})"
+        if self.probe_config is not None:
+            cfg = self.probe_config
+            facts["debug probe"] = f"{cfg.unique_id} AP#{cfg.ap} ({cfg.ap_kind}-ap, {cfg.pas} PAS)"
+        if self.power_config is not None:
+            power = self.power_config
+            facts["power control"] = power.gpio_url or ", ".join(f"{a} command" for a in power.commands)
+        if self.sim is not None:
+            facts["simulation"] = "board and debug probe share one in-process model machine"
         return facts
+
+
+def _plain_id(unique_id: str) -> str:
+    """A probe unique id without pyOCD's ``type:`` prefix (``ccasim:ID`` → ``ID``)."""
+    return unique_id.rpartition(":")[2]
+
+
+def _probe_config(params: Mapping[str, Any] | None, *, where: str) -> tuple[ProbeConfig | None, str | None]:
+    """The ``probe:`` section as a :class:`ProbeConfig` and its ``sim_machine`` (None: real hardware)."""
+    if params is None:
+        return None, None
+    sim = params.get("sim_machine")
+    if sim is not None and sim not in SIM_MACHINES:
+        raise ProfileError(f"serial.probe.sim_machine {sim!r} is not known", where=where, valid=SIM_MACHINES)
+    try:
+        config = ProbeConfig.from_params(params, where="serial.probe")
+    except ProfileError as exc:
+        raise ProfileError(exc.what, where=exc.where or where, valid=exc.valid) from None
+    return config, cast(str | None, sim)
+
+
+def _power_config(params: Mapping[str, Any] | None, *, where: str) -> PowerConfig | None:
+    """The ``power:`` section as a :class:`PowerConfig` (None when the profile has none)."""
+    if params is None:
+        return None
+    try:
+        return PowerConfig.from_params(params, where="serial.power")
+    except ProfileError as exc:
+        raise ProfileError(exc.what, where=exc.where or where, valid=exc.valid) from None
