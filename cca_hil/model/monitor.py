@@ -88,9 +88,10 @@ class Monitor:
         "_protected_size",
         "_rmm",
         "_skip_tlbi",
+        "cache_cleans",
         "config",
         "current_call",
-        "maintenance",
+        "tlb_invalidations",
         "transitions",
     )
 
@@ -102,10 +103,17 @@ class Monitor:
         self._skip_tlbi = self.config.skip_tlbi
         self.transitions = 0
         """PAS transitions performed."""
-        self.maintenance = {"tlbi_rpalos": 0, "dc_cipapa": 0}
-        """Maintenance operations issued, by instruction."""
+        self.tlb_invalidations = 0
+        """TLBI RPALOS operations issued."""
+        self.cache_cleans = 0
+        """DC CIPAPA passes over a granule issued."""
         self.current_call: tuple[int, tuple[int, ...]] | None = None
         """The Normal-world SMC being handled (FID, X1..), while the RMM runs it."""
+
+    @property
+    def maintenance(self) -> dict[str, int]:
+        """Maintenance operations issued, by instruction."""
+        return {"tlbi_rpalos": self.tlb_invalidations, "dc_cipapa": self.cache_cleans}
 
     def attach_rmm(self, rmm: SmcHandler) -> None:
         """Install the RMM that the RMI window is forwarded to."""
@@ -208,9 +216,9 @@ class Monitor:
         """TLBI RPALOS + DSB OSH, unless this EL3 is configured to forget it."""
         if self._skip_tlbi:
             return
-        self.maintenance["tlbi_rpalos"] += 1
+        self.tlb_invalidations += 1
         self._gpt.tlbi_rpalos(base, size)
 
     def _dc_cipapa(self, times: int = 1) -> None:
         # Clean+invalidate the granule to the PoPA: nothing is held above it in the model.
-        self.maintenance["dc_cipapa"] += times
+        self.cache_cleans += times
