@@ -114,7 +114,7 @@ def test_check_mec_on_the_mec_profile(monkeypatch: pytest.MonkeyPatch, tmp_path:
     junit = tmp_path / "mec.xml"
     result = runner.invoke(app, ["check", "mec", "--junit", str(junit)])
     assert result.exit_code == 0, result.output
-    assert "14 passed" in result.stdout
+    assert "15 passed" in result.stdout
     assert "<testsuites" in junit.read_text()
 
 

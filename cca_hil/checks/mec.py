@@ -108,6 +108,27 @@ class _Encryption:
         same = [f"{a.value}={b.value}" for a in FOREIGN for b in FOREIGN if a < b and views[a] == views[b]]
         return Verdict(not same, "distinct" if not same else "equal", "equal ciphertext: " + ", ".join(same))
 
+    def alias(self) -> Verdict:
+        """§7.2: on a granule every PAS reaches (GPI All), Non-secure reads Secure data as ciphertext."""
+        shared = next(
+            (r.base for r in self.target.info().regions if r.pas is Pas.ANY and r.kind in ("dram", "sram")),
+            None,
+        )
+        if shared is None:
+            return Verdict(True, "no alias", "the memory map has no All-access memory")
+        value = int.from_bytes(PATTERN[:8], "little")
+        stored = self.target.access_from(Pas.SECURE, shared, "write", 8, value)
+        if not stored.ok:
+            return Verdict(False, "fault", f"the Secure store to {shared:#x} faulted: {stored.fault}")
+        seen = self.target.access_from(Pas.NONSECURE, shared, "read", 8)
+        if not seen.ok or seen.value is None:
+            return Verdict(False, "fault", f"the Non-secure load from {shared:#x} faulted: {seen.fault}")
+        own = self.target.access_from(Pas.SECURE, shared, "read", 8)
+        observed = "plaintext" if seen.value == value else "ciphertext"
+        if own.value != value:
+            return Verdict(False, observed, "the Secure world does not read back its own store")
+        return Verdict(seen.value != value, observed, "the Non-secure alias reads the Secure plaintext")
+
     def tweak(self) -> Verdict:
         """Equal plaintext blocks at different PAs encrypt differently (address tweak)."""
         # PATTERN repeats every 256 bytes: blocks at PA and PA+256 hold the same plaintext.
@@ -224,6 +245,12 @@ def mec_sections(target: Target) -> Sequence[Section]:
         ]
         cases += [
             Case("RMLFBL distinct ciphertext per PAS", "read_physical", "distinct", e.distinct),
+            Case(
+                "§7.2 physical alias: Secure data is ciphertext to the Non-secure PAS",
+                "access",
+                "ciphertext",
+                e.alias,
+            ),
             Case(
                 "RMLFBL address tweak: same plaintext, different ciphertext",
                 "read_physical",

@@ -16,7 +16,7 @@ def _run(profile: str, *overrides: str) -> RunResult:
 def test_every_case_holds_on_the_mec_model() -> None:
     result = _run("model-mec")
     steps = [step for seq in result.sequences for step in seq.steps]
-    assert len(steps) == 14
+    assert len(steps) == 15
     assert {step.outcome for step in steps} == {Outcome.PASSED}
     assert result.exit_code() == 0
 

@@ -183,3 +183,12 @@ def test_read_physical_needs_the_encryption_capability() -> None:
 
     with pytest.raises(CapabilityError, match="encryption"):
         build_target(load_profile("model")).read_physical(POOL, 8, Pas.REALM)
+
+
+def test_a_physical_alias_through_another_pas_reads_ciphertext() -> None:
+    machine = encrypted()
+    shared = 0x0600_0000  # trusted DRAM: GPI All on FVP, so every PAS reaches it
+    assert machine.access(shared, "write", world=Pas.SECURE, value=0x1122_3344_5566_7788).ok
+    assert machine.access(shared, "read", world=Pas.SECURE).value == 0x1122_3344_5566_7788
+    alias = machine.access(shared, "read", world=Pas.NONSECURE)
+    assert alias.ok and alias.value != 0x1122_3344_5566_7788
