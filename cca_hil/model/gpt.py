@@ -78,6 +78,7 @@ class GranuleProtection:
     """GPCCR_EL3, GPTBR_EL3 and the GPT in model memory; the granule protection check (DDI0487 D9)."""
 
     __slots__ = (
+        "_boot",
         "_cache",
         "_disabled",
         "_entries",
@@ -141,7 +142,8 @@ class GranuleProtection:
                     where="model GPT layout",
                 )
             memory.write(address, data, ROOT)
-        self.l1_tables: tuple[int, ...] = tuple(sorted(a for a in tables if a != self._l0_base))
+        self._boot = {a: bytes(d) for a, d in tables.items() if a != self._l0_base}
+        self.l1_tables: tuple[int, ...] = tuple(sorted(self._boot))
         """PAs of the L1 tables EL3 built, in PA order."""
         self._l1_set = frozenset(self.l1_tables)
         self._l0_map = -(-self._geometry.l0_table_size // GRANULE_SIZE) * GRANULE_SIZE
@@ -331,17 +333,31 @@ class GranuleProtection:
         return region.pas if region is not None else Pas.NONE
 
     def transitioned(self) -> dict[int, Pas]:
-        """Granules whose GPT entry differs from the boot map, by address (decoded from the tables)."""
+        """Granules whose GPI differs from the one EL3 built at boot, by address (read from the tables)."""
+        geometry = self._geometry
+        span = geometry.l1_descriptor_span
+        l0 = self._memory.read(self._l0_base, geometry.l0_table_size, ROOT)
         out: dict[int, Pas] = {}
-        granule = self._geometry.granule_size
-        for run in self.pas_map().runs:
-            region = self.region_of(run.start)
-            if region is not None and run.end <= region.end and run.pas == region.pas:
+        for index in range(geometry.l0_entries):
+            value = int.from_bytes(l0[8 * index : 8 * index + 8], "little")
+            table = value & _L0_TABLE_ADDRESS
+            boot = self._boot.get(table)
+            if value & 0xF != 0b0011 or boot is None:
                 continue
-            for pa in range(run.start, run.end, granule):
-                pas = Pas.NONE if run.pas == "fault" else Pas(run.pas)
-                if pas is not self.initial_pas(pa):
-                    out[pa] = pas
+            current = self._memory.read(table, geometry.l1_table_size, ROOT)
+            if current == boot:
+                continue
+            for offset in range(0, len(boot), 8):
+                if current[offset : offset + 8] == boot[offset : offset + 8]:
+                    continue
+                now = int.from_bytes(current[offset : offset + 8], "little")
+                was = int.from_bytes(boot[offset : offset + 8], "little")
+                first = (index << geometry.l0gptsz_bits) + (offset // 8) * span
+                for pa in range(first, first + span, geometry.granule_size):
+                    gpi = self.entry_gpi(now, pa)
+                    if gpi != self.entry_gpi(was, pa):
+                        found = _GPI_BY_VALUE[gpi]
+                        out[pa] = found.pas if found is not None else Pas.NONE
         return out
 
     def cached(self, pa: int) -> Gpi | None:

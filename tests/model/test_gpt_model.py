@@ -69,6 +69,15 @@ def test_delegate_shatters_and_undelegate_fuses_as_the_worked_example() -> None:
     assert machine.gpt.tables() == boot
 
 
+def test_transitioned_lists_the_granules_whose_gpi_changed() -> None:
+    machine = Machine()
+    machine.smc(DELEGATE, POOL)
+    machine.smc(DELEGATE, DRAM2)
+    assert machine.gpt.transitioned() == {POOL: Pas.REALM, DRAM2: Pas.REALM}
+    machine.smc(UNDELEGATE, POOL)
+    assert machine.gpt.transitioned() == {DRAM2: Pas.REALM}
+
+
 def test_ns_load_of_a_delegated_granule_is_a_data_abort_with_dfsc_0x28() -> None:
     machine = Machine()
     machine.smc(DELEGATE, POOL)
