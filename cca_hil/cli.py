@@ -964,12 +964,16 @@ def rmi(  # noqa: PLR0917  (typer reads options from the signature)
 
 
 # Sub-apps of the other layers: each module keeps its heavy imports inside its commands.
+from cca_hil.cli_board import load, power, probe_app  # noqa: E402
 from cca_hil.cli_fvp import fvp_app  # noqa: E402
 from cca_hil.cli_token import measure, token_app  # noqa: E402
 
 app.add_typer(token_app, name="token")
 app.command("measure")(measure)
+app.command("load")(load)
+app.command("power")(power)
 app.add_typer(fvp_app, name="fvp")
+app.add_typer(probe_app, name="probe")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -17,13 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import typer
 from intelhex import IntelHex
 from test_images import elf64
 from typer.testing import CliRunner
 
-from cca_hil.cli import _CcaHil, _root
-from cca_hil.cli_board import load, power, probe_app
+from cca_hil.cli import app
 from cca_hil.errors import EXIT_BAD_INPUT, EXIT_TARGET
 from cca_hil.profiles import build_target, load_profile
 from cca_hil.sim.dap import ENV_PROBES
@@ -41,18 +39,8 @@ POWER, RESET = 0, 1
 TRACEBACK = "Traceback"
 
 
-def board_app() -> typer.Typer:
-    """The root command (its options and error handling) with only this module's commands."""
-    app = typer.Typer(cls=_CcaHil, add_completion=False, pretty_exceptions_enable=False)
-    app.callback()(_root)
-    app.add_typer(probe_app, name="probe")
-    app.command("load")(load)
-    app.command("power")(power)
-    return app
-
-
 def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(board_app(), list(args))
+    result = CliRunner().invoke(app, list(args))
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -355,22 +343,9 @@ def test_probe_list_table_notes_an_absent_profile_probe(tmp_path: Path, ftdi: Vi
 
 
 def test_probe_list_in_a_subprocess_sees_probes_named_in_the_environment(tmp_path: Path) -> None:
-    script = textwrap.dedent(
-        """\
-        import sys
-        import typer
-        from cca_hil.cli import _CcaHil, _root
-        from cca_hil.cli_board import load, power, probe_app
-
-        app = typer.Typer(cls=_CcaHil, add_completion=False, pretty_exceptions_enable=False)
-        app.callback()(_root)
-        app.add_typer(probe_app, name="probe")
-        typer.main.get_command(app).main(args=sys.argv[1:], prog_name="cca-hil")
-        """
-    )
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), ENV_PROBES: "CCASIM-ENV1,CCASIM-ENV2"}
     done = subprocess.run(
-        [sys.executable, "-c", script, "probe", "list", "--json"],
+        [sys.executable, "-m", "cca_hil", "probe", "list", "--json"],
         capture_output=True,
         text=True,
         timeout=120,
