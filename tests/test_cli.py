@@ -84,7 +84,19 @@ def test_version_prints_the_package_version() -> None:
 def test_help_lists_every_command_group() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("info", "profiles", "run", "rmi", "conformance", "measure", "token", "fvp"):
+    for command in (
+        "info",
+        "profiles",
+        "run",
+        "rmi",
+        "conformance",
+        "measure",
+        "token",
+        "fvp",
+        "probe",
+        "load",
+        "power",
+    ):
         assert f" {command} " in result.stdout
 
 
