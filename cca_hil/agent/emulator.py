@@ -10,10 +10,13 @@ the middle of a call. It is also the reference the C agent (``tools/agent/``) fo
 
 from __future__ import annotations
 
+import importlib.util
 import socket
+import struct
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +26,7 @@ from cca_hil.agent.protocol import (
     PROTOCOL_MAJOR,
     PROTOCOL_MINOR,
     RESPONSE,
+    U64,
     AccessStep,
     AgentCaps,
     BatchReply,
@@ -40,6 +44,9 @@ from cca_hil.agent.protocol import (
     MsgType,
     ProtocolError,
     ReadStep,
+    RealmAction,
+    RealmActionKind,
+    RealmObservation,
     RealmRun,
     RealmRunReply,
     SmcStep,
@@ -53,12 +60,30 @@ from cca_hil.agent.protocol import (
     encode_fault,
     encode_result,
     result_bound,
+    sysreg_name,
 )
 from cca_hil.agent.streams import ByteStream, SocketStream
+from cca_hil.arch.rmi import GRANULE_SIZE
 from cca_hil.arch.rmi_1_0 import RMI_1_0
+from cca_hil.arch.rsi_1_0 import HOST_CALL_GPRS, RSI_1_0
 from cca_hil.errors import GranuleProtectionFault
 from cca_hil.model.machine import DFSC_GPF_ON_ACCESS, EC_DATA_ABORT_SAME_EL, Machine, data_abort_esr
+from cca_hil.model.realm import Realm, Rec
+from cca_hil.model.realm_exec import Action as RealmExecAction
+from cca_hil.model.realm_exec import Fault as RealmExecFault
+from cca_hil.model.realm_exec import (
+    Hvc,
+    Interrupt,
+    MemoryAccess,
+    RealmStep,
+    SmcCall,
+    SysregRead,
+    SystemError,
+    WaitFor,
+    default_host_call_ipa,
+)
 from cca_hil.targets.base import Fault
+from cca_hil.targets.model import MMIO_REGISTER
 
 BOOT_TEXT = (
     "NOTICE:  Booting Trusted Firmware\r\n"
@@ -73,6 +98,9 @@ BOOT_TEXT = (
 """What the firmware prints before the agent speaks frames (TF-A NOTICE lines, then the agent banner)."""
 
 REC_ENTER_FID = RMI_1_0["rec_enter"].fid
+HOST_CALL_FID = RSI_1_0.by_name["host_call"].fid
+BASE_CAPS = AgentCaps.SMC | AgentCaps.MEMORY | AgentCaps.ACCESS | AgentCaps.BATCH | AgentCaps.LOG
+"""What every emulator can do; REALM and ATTESTATION depend on the machine (:func:`default_caps`)."""
 MAX_FILL = 64 << 20
 """Largest FILL the emulator performs (the model's memory is sparse but not free)."""
 
@@ -96,11 +124,7 @@ class AgentEmulator:
         max_frame: int = 4096 + 64,
         replay_depth: int = 4,
         version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR),
-        caps: AgentCaps = AgentCaps.SMC
-        | AgentCaps.MEMORY
-        | AgentCaps.ACCESS
-        | AgentCaps.BATCH
-        | AgentCaps.LOG,
+        caps: AgentCaps | None = None,
         boot_text: str = BOOT_TEXT,
         boot_id: int = 1,
         boot_delay: float = 0.0,
@@ -113,7 +137,8 @@ class AgentEmulator:
         self.max_frame = max_frame
         self.replay_depth = replay_depth
         self.version = version
-        self.caps = caps
+        self.caps = default_caps(self.machine) if caps is None else caps
+        """What HELLO_REPLY announces (default: :func:`default_caps` of the machine)."""
         self.boot_text = boot_text
         self.boot_id = boot_id
         self.boot_delay = boot_delay
@@ -332,11 +357,55 @@ class AgentEmulator:
         return self._error(frame, ErrorCode.UNSUPPORTED, f"{msg.name} is not a request")
 
     def _realm_run(self, frame: Frame, run: RealmRun) -> Frame:
-        if run.actions:
-            # The model's realms do not execute a payload yet: refuse rather than pretend they ran.
-            return self._error(frame, ErrorCode.UNSUPPORTED, "realm payload actions are not modelled yet")
-        regs = self.machine.smc(REC_ENTER_FID, run.rec_pa, run.run_pa)
-        return Frame(MsgType.REALM_RUN_REPLY, frame.seq, RealmRunReply(tuple(regs)).encode())
+        """RMI_REC_ENTER with the model's realm payload performing the request's actions (§6.4).
+
+        Exactly what :meth:`ModelTarget.realm_enter` does, with the wire's actions: each
+        becomes the payload step the model runs, watched by an observer that notes when
+        the realm began it and what it observed, for the reply.
+        """
+        rmm = self.machine.rmm
+        rec = rmm.recs.get(run.rec_pa // GRANULE_SIZE)
+        journal: list[tuple[_RealmObserver, tuple[int, ...]]] = []
+        observers: list[_RealmObserver] = []
+        if rec is not None and rec.addr == run.rec_pa:
+            staged = [
+                RealmExecAction(realm_step(action, rec.owner), observer)
+                for observer, action in self._observers(rec, run.actions, journal)
+            ]
+            observers = [a.observer for a in staged if isinstance(a.observer, _RealmObserver)]
+            rmm.realm_exec.stage(run.rec_pa, staged)
+            # A call left in flight by an earlier request reports into this one, as index 0.
+            flight = rec.in_flight
+            if flight is not None and isinstance(flight.observer, _RealmObserver):
+                flight.observer.rebind(0, journal)
+        try:
+            regs = self.machine.smc(REC_ENTER_FID, run.rec_pa, run.run_pa)
+        finally:
+            # A refused entry ran nothing: the actions stay with the host.
+            rmm.realm_exec.staged.pop(run.rec_pa, None)
+        started = sum(1 for o in observers if o.started)
+        seen = tuple(RealmObservation(o.index, registers) for o, registers in journal)
+        return Frame(MsgType.REALM_RUN_REPLY, frame.seq, RealmRunReply(tuple(regs), started, seen).encode())
+
+    @staticmethod
+    def _observers(
+        rec: Rec, actions: tuple[RealmAction, ...], journal: list[tuple[_RealmObserver, tuple[int, ...]]]
+    ) -> list[tuple[_RealmObserver, RealmAction]]:
+        """One observer per action; an access the REC faulted on, sent again first, keeps its own.
+
+        The model recognises the access it stopped at by its observer; the host sends that
+        action again as the first one (it was not begun), so the same observer watches it.
+        """
+        out = []
+        fault = rec.faulted
+        faulted = fault.observer if isinstance(fault, RealmExecFault) else None
+        for index, action in enumerate(actions, 1):
+            observer: _RealmObserver | None = None
+            if index == 1 and isinstance(faulted, _RealmObserver) and faulted.action == action:
+                observer = faulted
+                observer.rebind(index, journal)
+            out.append((observer or _RealmObserver(index, action, journal), action))
+        return out
 
     def _check(self, step: Step) -> str | None:
         if isinstance(step, ReadStep) and step.size + HEADER_SIZE + CRC_SIZE > self._limit:
@@ -402,6 +471,83 @@ class AgentEmulator:
             platform=tuple(config.platform_names().items()),
             facts=facts,
         )
+
+
+class _RealmObserver:
+    """Watches one action of a REALM_RUN request for the model's realm payload (an ActionObserver).
+
+    ``start()`` marks the action begun; ``complete(registers)`` records what the realm
+    observed in the journal of the request being answered, under the action's index
+    there (0 once a later request carries the answer to a call left in flight).
+    """
+
+    __slots__ = ("_journal", "action", "index", "started")
+
+    def __init__(
+        self, index: int, action: RealmAction, journal: list[tuple[_RealmObserver, tuple[int, ...]]]
+    ) -> None:
+        self.index = index
+        self.action = action
+        self.started = False
+        self._journal = journal
+
+    def rebind(self, index: int, journal: list[tuple[_RealmObserver, tuple[int, ...]]]) -> None:
+        """Report into another request's reply, as its action ``index``."""
+        self.index = index
+        self._journal = journal
+
+    def start(self) -> None:
+        """The realm performed the action."""
+        self.started = True
+
+    def complete(self, registers: Iterable[int]) -> None:
+        """The realm observed the outcome: the registers that hold it."""
+        self._journal.append((self, tuple(r & U64 for r in registers)))
+
+
+def realm_step(action: RealmAction, realm: Realm) -> RealmStep:
+    """What the model's realm payload executes for one wire action (as ``targets.model.realm_step`` does).
+
+    Calls load exactly the registers the action carries (the others keep their values);
+    a Host call first writes its RsiHostCall (imm, gprs) at its IPA, or at the payload's own
+    when none is given; accesses and trapped register reads use X1.
+    """
+    kind = action.kind
+    if kind in (RealmActionKind.RSI, RealmActionKind.PSCI, RealmActionKind.SMC):
+        return SmcCall(action.fid, action.args)
+    if kind is RealmActionKind.HOST_CALL:
+        addr = action.addr if action.addr is not None else default_host_call_ipa(realm)
+        gprs = action.args + (0,) * (HOST_CALL_GPRS - len(action.args))
+        structure = struct.pack("<Q31Q", action.imm, *gprs)
+        return SmcCall(HOST_CALL_FID, (addr,), writes=((addr, structure),))
+    if kind is RealmActionKind.MMIO:
+        return MemoryAccess(
+            ipa=action.ipa, write=action.write, size=action.size, register=MMIO_REGISTER, value=action.value
+        )
+    if kind is RealmActionKind.HVC:
+        return Hvc(action.imm)
+    if kind in (RealmActionKind.WFI, RealmActionKind.WFE):
+        return WaitFor(event=kind is RealmActionKind.WFE)
+    if kind is RealmActionKind.SYSREG:
+        return SysregRead(sysreg_name(action.fid), MMIO_REGISTER)
+    if kind in (RealmActionKind.IRQ, RealmActionKind.FIQ):
+        return Interrupt(fiq=kind is RealmActionKind.FIQ)
+    assert kind is RealmActionKind.SERROR, kind
+    return SystemError()
+
+
+def default_caps(machine: Machine) -> AgentCaps:
+    """What an agent on ``machine`` announces: REALM when its RMM runs realms, ATTESTATION when it signs.
+
+    The model signs tokens with the optional ``attest`` dependencies (cbor2, cryptography), as
+    the model target does; they are looked for, not imported.
+    """
+    caps = BASE_CAPS
+    if getattr(machine.rmm, "realm_exec", None) is not None:
+        caps |= AgentCaps.REALM
+        if all(importlib.util.find_spec(name) is not None for name in ("cbor2", "cryptography")):
+            caps |= AgentCaps.ATTESTATION
+    return caps
 
 
 class EmulatorServer:

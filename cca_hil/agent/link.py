@@ -122,6 +122,7 @@ _CAPABILITY_OF = {
     AgentCaps.MEMORY: Capability.MEMORY,
     AgentCaps.ACCESS: Capability.ACCESS,
     AgentCaps.REALM: Capability.REALM_EXEC,
+    AgentCaps.ATTESTATION: Capability.ATTESTATION,
 }
 
 _DEAD = object()

@@ -14,6 +14,7 @@ byte that is not part of a valid frame is console output. The body is
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Self
@@ -289,6 +290,8 @@ class AgentCaps(enum.IntFlag):
     REALM = 0x08
     BATCH = 0x10
     LOG = 0x20
+    ATTESTATION = 0x40
+    """Realms can obtain attestation tokens: the platform's RMM signs them (RMM 1.0 A7)."""
 
 
 class LogLevel(enum.IntEnum):
@@ -1054,9 +1057,74 @@ class RealmActionKind(enum.IntEnum):
     IRQ = 9
     FIQ = 10
     SERROR = 11
+    HOST_CALL = 12
 
 
 _CALL_KINDS = (RealmActionKind.RSI, RealmActionKind.PSCI, RealmActionKind.SMC)
+MAX_REALM_ARGS = 30
+"""X1..X30: the registers a realm call can load (the realm payload's SMC)."""
+HOST_CALL_GPRS = 31
+"""RsiHostCall.gprs[0..30] (RMM 1.0 B5.4.5)."""
+MAX_OBSERVED = 1 + HOST_CALL_GPRS
+"""Most registers a realm observes for one action: X0 and a Host call's 31 gprs."""
+HOST_CALL_ADDR = 0x01
+"""HOST_CALL flags bit 0: the RsiHostCall's IPA follows; else the payload uses its own scratch one."""
+
+SYSREG_ENCODINGS: dict[str, tuple[int, int, int, int, int]] = {
+    "MIDR_EL1": (3, 0, 0, 0, 0),
+    "MPIDR_EL1": (3, 0, 0, 0, 5),
+    "REVIDR_EL1": (3, 0, 0, 0, 6),
+    "ID_AA64PFR0_EL1": (3, 0, 0, 4, 0),
+    "ID_AA64PFR1_EL1": (3, 0, 0, 4, 1),
+    "ID_AA64ZFR0_EL1": (3, 0, 0, 4, 4),
+    "ID_AA64SMFR0_EL1": (3, 0, 0, 4, 5),
+    "ID_AA64DFR0_EL1": (3, 0, 0, 5, 0),
+    "ID_AA64DFR1_EL1": (3, 0, 0, 5, 1),
+    "ID_AA64AFR0_EL1": (3, 0, 0, 5, 4),
+    "ID_AA64AFR1_EL1": (3, 0, 0, 5, 5),
+    "ID_AA64ISAR0_EL1": (3, 0, 0, 6, 0),
+    "ID_AA64ISAR1_EL1": (3, 0, 0, 6, 1),
+    "ID_AA64ISAR2_EL1": (3, 0, 0, 6, 2),
+    "ID_AA64MMFR0_EL1": (3, 0, 0, 7, 0),
+    "ID_AA64MMFR1_EL1": (3, 0, 0, 7, 1),
+    "ID_AA64MMFR2_EL1": (3, 0, 0, 7, 2),
+}
+"""(op0, op1, CRn, CRm, op2) of the registers a realm commonly reads (DDI0487 D23, ID registers)."""
+
+_GENERIC_SYSREG = re.compile(r"S([0-3])_([0-7])_C(\d{1,2})_C(\d{1,2})_([0-7])", re.IGNORECASE)
+"""The assembler's generic name ``S<op0>_<op1>_C<n>_C<m>_<op2>`` for any register."""
+
+
+def _pack_sysreg(op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
+    return (op0 << 14) | (op1 << 11) | (crn << 7) | (crm << 3) | op2
+
+
+_SYSREG_NAMES = {_pack_sysreg(*f): name for name, f in SYSREG_ENCODINGS.items()}
+
+
+def sysreg_encoding(name: str) -> int:
+    """op0:op1:CRn:CRm:op2 of a register as in MRS bits [20:5]; ValueError for a name with none known."""
+    fields_ = SYSREG_ENCODINGS.get(name.upper())
+    if fields_ is None:
+        match = _GENERIC_SYSREG.fullmatch(name)
+        if match is None or int(match.group(3)) > 15 or int(match.group(4)) > 15:
+            raise ValueError(
+                f"system register {name!r} has no known encoding: use S<op0>_<op1>_C<n>_C<m>_<op2> "
+                f"(known: {', '.join(SYSREG_ENCODINGS)})"
+            )
+        op0, op1, crn, crm, op2 = (int(match.group(i)) for i in range(1, 6))
+        fields_ = (op0, op1, crn, crm, op2)
+    return _pack_sysreg(*fields_)
+
+
+def sysreg_name(encoding: int) -> str:
+    """The register an encoding names: its name when known, else ``S<op0>_<op1>_C<n>_C<m>_<op2>``."""
+    known = _SYSREG_NAMES.get(encoding)
+    if known is not None:
+        return known
+    op0, op1 = (encoding >> 14) & 3, (encoding >> 11) & 7
+    crn, crm, op2 = (encoding >> 7) & 15, (encoding >> 3) & 15, encoding & 7
+    return f"S{op0}_{op1}_C{crn}_C{crm}_{op2}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -1067,19 +1135,25 @@ class RealmAction:
     fid: int = 0
     """RSI/PSCI/SMC: function identifier; SYSREG: op0:op1:CRn:CRm:op2 packed as in MRS bits [20:5]."""
     args: tuple[int, ...] = ()
-    """RSI/PSCI/SMC/HVC: X1.. (HVC: X0..)."""
+    """RSI/PSCI/SMC: X1.., every one loaded, zeros too; HVC: X0..; HOST_CALL: RsiHostCall.gprs[0..]."""
     imm: int = 0
-    """HVC immediate."""
+    """HVC and HOST_CALL immediate."""
     ipa: int = 0
+    """MMIO: the address the realm accesses."""
     size: int = 8
     write: bool = False
     value: int = 0
+    addr: int | None = None
+    """HOST_CALL: IPA of the RsiHostCall the payload builds; None: its own (the end of its first RAM page)."""
 
     def encode(self) -> bytes:
-        """Action bytes: kind, then the kind's fields."""
+        """Action bytes: kind, then the kind's fields (docs/agent-protocol.md §6.4)."""
         out = bytearray((self.kind,))
         if self.kind in _CALL_KINDS:
-            out += SmcStep(self.fid, self.args, MAX_REGS).encode(DeltaState())
+            if len(self.args) > MAX_REALM_ARGS:
+                raise ValueError(f"a realm call loads up to {MAX_REALM_ARGS} registers, not {len(self.args)}")
+            out += self.fid.to_bytes(4, "little") + bytes((len(self.args),))
+            out += b"".join(reg(a) for a in self.args)
         elif self.kind is RealmActionKind.HVC:
             out += self.imm.to_bytes(2, "little") + bytes((len(self.args),))
             out += b"".join(reg(a) for a in self.args)
@@ -1087,6 +1161,14 @@ class RealmAction:
             out += AccessStep(self.ipa, self.write, self.size, self.value).encode(DeltaState())
         elif self.kind is RealmActionKind.SYSREG:
             out += self.fid.to_bytes(4, "little")
+        elif self.kind is RealmActionKind.HOST_CALL:
+            if len(self.args) > HOST_CALL_GPRS:
+                raise ValueError(f"RsiHostCall has {HOST_CALL_GPRS} gprs, got {len(self.args)}")
+            if self.addr is None:
+                out.append(0)
+            else:
+                out += bytes((HOST_CALL_ADDR,)) + reg(self.addr)
+            out += reg(self.imm) + bytes((len(self.args),)) + b"".join(reg(a) for a in self.args)
         return bytes(out)
 
     @classmethod
@@ -1097,8 +1179,10 @@ class RealmAction:
         except ValueError:
             raise ProtocolError("unknown realm action kind") from None
         if kind in _CALL_KINDS:
-            call = SmcStep.decode(r, DeltaState())
-            return cls(kind, fid=call.fid, args=call.args)
+            fid, count = r.u32(), r.u8()
+            if count > MAX_REALM_ARGS:
+                raise ProtocolError(f"realm call with {count} argument registers")
+            return cls(kind, fid=fid, args=tuple(r.reg() for _ in range(count)))
         if kind is RealmActionKind.HVC:
             imm = int.from_bytes(r.take(2), "little")
             count = r.u8()
@@ -1109,7 +1193,19 @@ class RealmAction:
             acc = AccessStep.decode(r, DeltaState())
             return cls(kind, ipa=acc.pa, size=acc.size, write=acc.write, value=acc.value)
         if kind is RealmActionKind.SYSREG:
-            return cls(kind, fid=r.u32())
+            encoding = r.u32()
+            if encoding >> 16:
+                raise ProtocolError(f"system register encoding {encoding:#x} wider than 16 bits")
+            return cls(kind, fid=encoding)
+        if kind is RealmActionKind.HOST_CALL:
+            flags = r.u8()
+            if flags & ~HOST_CALL_ADDR:
+                raise ProtocolError(f"host call flags {flags:#x} have reserved bits set")
+            addr = r.reg() if flags & HOST_CALL_ADDR else None
+            imm, count = r.reg(), r.u8()
+            if count > HOST_CALL_GPRS:
+                raise ProtocolError(f"host call with {count} gprs")
+            return cls(kind, imm=imm, addr=addr, args=tuple(r.reg() for _ in range(count)))
         return cls(kind)
 
 
@@ -1144,12 +1240,21 @@ class RealmRun:
 
 @dataclass(frozen=True, slots=True)
 class RealmObservation:
-    """What the realm saw as the result of one of its calls (X0..X17 when the call returned to it)."""
+    """What the realm saw as the result of one of its actions: the registers that hold it, X0 first.
+
+    As many registers as the action has results (X0..X3 for most calls, X0..X8 for
+    RSI_MEASUREMENT_READ, X0 and RsiHostCall.gprs for a Host call, the loaded register
+    for an emulated MMIO load, none for an action without a result).
+    """
 
     index: int
     """0: the call the realm was in the middle of when this REC last exited (its answer came with this
     entry); k >= 1: the k-th action of this REALM_RUN request."""
     regs: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.regs) > MAX_OBSERVED:
+            raise ValueError(f"an observation holds at most {MAX_OBSERVED} registers, got {len(self.regs)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -1165,7 +1270,7 @@ class RealmRunReply:
         """Payload bytes."""
         out = encode_regs(self.regs, 5) + uvarint(self.started) + uvarint(len(self.observations))
         for obs in self.observations:
-            out += uvarint(obs.index) + encode_regs(obs.regs, MAX_REGS)
+            out += uvarint(obs.index) + bytes((len(obs.regs),)) + encode_regs(obs.regs, len(obs.regs))
         return out
 
     @classmethod
@@ -1176,9 +1281,14 @@ class RealmRunReply:
         started, count = r.uvarint(), r.uvarint()
         if count > len(payload):
             raise ProtocolError(f"{count} observations in {len(payload)} bytes")
-        obs = tuple(RealmObservation(r.uvarint(), decode_regs(r, MAX_REGS)) for _ in range(count))
+        obs = []
+        for _ in range(count):
+            index, size = r.uvarint(), r.u8()
+            if size > MAX_OBSERVED:
+                raise ProtocolError(f"observation of {size} registers")
+            obs.append(RealmObservation(index, decode_regs(r, size)))
         r.end()
-        return cls(regs, started, obs)
+        return cls(regs, started, tuple(obs))
 
 
 # -- log -----------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ optional ``noise`` specification that wraps the stream in
 from __future__ import annotations
 
 import abc
-import re
 import tempfile
 import threading
 import time
@@ -28,8 +27,10 @@ from cca_hil.agent.link import AgentLink, LinkTimeouts
 from cca_hil.agent.noise import NoiseSpec, NoisyStream
 from cca_hil.agent.protocol import AgentCaps, HelloReply, InfoReply, RealmActionKind
 from cca_hil.agent.protocol import RealmAction as WireAction
+from cca_hil.agent.protocol import sysreg_encoding as _sysreg_encoding
 from cca_hil.agent.streams import ByteStream
 from cca_hil.arch.rmi import SMCCC_NOT_SUPPORTED, RmiStatus
+from cca_hil.arch.rsi_1_0 import RSI_1_0, WIDE_REGISTERS, RsiCommand, psci_function, wide_to_registers
 from cca_hil.errors import InputError, ProfileError, TargetError
 from cca_hil.targets.base import AccessOp, AccessResult, Capability, RealmActionLike, Target, TargetInfo
 
@@ -52,53 +53,91 @@ LINK_PARAMS: dict[str, Any] = {
 }
 """Schema of the ``link:`` section every agent-driven kind accepts."""
 
-_WIDE_REGISTERS = 8
-"""A 64-byte RSI value travels in eight registers, little-endian (RMM 1.0 B5.3)."""
-
-SYSREG_ENCODINGS: dict[str, tuple[int, int, int, int, int]] = {
-    "MIDR_EL1": (3, 0, 0, 0, 0),
-    "MPIDR_EL1": (3, 0, 0, 0, 5),
-    "REVIDR_EL1": (3, 0, 0, 0, 6),
-    "ID_AA64PFR0_EL1": (3, 0, 0, 4, 0),
-    "ID_AA64PFR1_EL1": (3, 0, 0, 4, 1),
-    "ID_AA64ZFR0_EL1": (3, 0, 0, 4, 4),
-    "ID_AA64SMFR0_EL1": (3, 0, 0, 4, 5),
-    "ID_AA64DFR0_EL1": (3, 0, 0, 5, 0),
-    "ID_AA64DFR1_EL1": (3, 0, 0, 5, 1),
-    "ID_AA64AFR0_EL1": (3, 0, 0, 5, 4),
-    "ID_AA64AFR1_EL1": (3, 0, 0, 5, 5),
-    "ID_AA64ISAR0_EL1": (3, 0, 0, 6, 0),
-    "ID_AA64ISAR1_EL1": (3, 0, 0, 6, 1),
-    "ID_AA64ISAR2_EL1": (3, 0, 0, 6, 2),
-    "ID_AA64MMFR0_EL1": (3, 0, 0, 7, 0),
-    "ID_AA64MMFR1_EL1": (3, 0, 0, 7, 1),
-    "ID_AA64MMFR2_EL1": (3, 0, 0, 7, 2),
-}
-"""(op0, op1, CRn, CRm, op2) of the registers a realm commonly reads (DDI0487 D23, ID registers)."""
-
-_GENERIC_SYSREG = re.compile(r"S([0-3])_([0-7])_C(\d{1,2})_C(\d{1,2})_([0-7])", re.IGNORECASE)
-"""The assembler's generic name ``S<op0>_<op1>_C<n>_C<m>_<op2>`` for any register."""
-
 
 def sysreg_encoding(name: str) -> int:
     """op0:op1:CRn:CRm:op2 of a register, as in MRS bits [20:5] (the agent's SYSREG action field)."""
-    fields_ = SYSREG_ENCODINGS.get(name.upper())
-    if fields_ is None:
-        match = _GENERIC_SYSREG.fullmatch(name)
-        if match is None or int(match.group(3)) > 15 or int(match.group(4)) > 15:
-            raise TargetError(
-                f"system register {name!r} has no known encoding: use S<op0>_<op1>_C<n>_C<m>_<op2> "
-                f"(known: {', '.join(SYSREG_ENCODINGS)})"
+    try:
+        return _sysreg_encoding(name)
+    except ValueError as exc:
+        raise TargetError(str(exc)) from None
+
+
+def wire_actions(actions: Sequence[RealmActionLike]) -> list[WireAction]:
+    """The agent's encoding of a REC entry's realm actions (``cca_hil.sequences.RealmAction``).
+
+    The realm payload is told exactly what the model's payload does for the same
+    action (``cca_hil.targets.model.realm_step``): a call loads the registers the
+    spec gives its inputs — zeros included, the others keep their values — with a
+    64-byte value in eight registers, little-endian; ``host_call`` is a HOST_CALL
+    action (the payload builds the RsiHostCall from ``imm`` and ``gprs``, at ``addr``
+    when given); accesses and register reads use X1.
+    """
+    return [_wire_action(action) for action in actions]
+
+
+def _wire_action(action: RealmActionLike) -> WireAction:
+    kind = str(action.kind)
+    args: Mapping[str, Any] = action.args
+    if kind == "rsi":
+        command = RSI_1_0.by_name.get(action.name)
+        if command is None:
+            raise InputError(f"unknown RSI command {action.name!r}", valid=list(RSI_1_0.by_name))
+        if command.name == "host_call":
+            gprs: Mapping[int, Any] = args.get("gprs", {})
+            top = max((int(i) for i in gprs), default=-1)
+            return WireAction(
+                RealmActionKind.HOST_CALL,
+                imm=int(args.get("imm", 0)),
+                addr=int(args["addr"]) if "addr" in args else None,
+                args=tuple(int(gprs.get(i, 0)) for i in range(top + 1)),
             )
-        fields_ = (
-            int(match.group(1)),
-            int(match.group(2)),
-            int(match.group(3)),
-            int(match.group(4)),
-            int(match.group(5)),
+        return WireAction(RealmActionKind.RSI, fid=command.fid, args=_rsi_registers(command, args))
+    if kind in ("psci", "smc"):
+        if action.fid is None:
+            raise InputError(f"realm {kind} action {action.name!r} has no function identifier")
+        fid = int(action.fid)
+        if kind == "psci":
+            function = psci_function(fid)
+            names = function.inputs if function is not None else ()
+            return WireAction(RealmActionKind.PSCI, fid=fid, args=tuple(int(args.get(n, 0)) for n in names))
+        count = max((int(k[1:]) for k in args if k.startswith("x")), default=0)
+        return WireAction(
+            RealmActionKind.SMC, fid=fid, args=tuple(int(args.get(f"x{i}", 0)) for i in range(1, count + 1))
         )
-    op0, op1, crn, crm, op2 = fields_
-    return (op0 << 14) | (op1 << 11) | (crn << 7) | (crm << 3) | op2
+    if kind == "mmio":
+        return WireAction(
+            RealmActionKind.MMIO,
+            ipa=int(args["ipa"]),
+            size=int(args.get("size", 8)),
+            write=action.name == "write",
+            value=int(args.get("value", 0)),
+        )
+    if kind == "hvc":
+        return WireAction(RealmActionKind.HVC, imm=int(args.get("imm", 0)))
+    if kind == "sysreg":
+        return WireAction(RealmActionKind.SYSREG, fid=sysreg_encoding(action.name))
+    if kind in ("wfi", "wfe", "irq", "fiq", "serror"):
+        return WireAction(RealmActionKind[kind.upper()])
+    raise TargetError(f"realm action {kind!r} has no agent encoding")
+
+
+def _rsi_registers(command: RsiCommand, args: Mapping[str, Any]) -> tuple[int, ...]:
+    """X1.. of an RSI call: each input in its registers, up to the highest one the command uses."""
+    registers: dict[int, int] = {}
+    for param in command.inputs:
+        raw = args.get(param.name)
+        if param.name == "size" and command.name == "measurement_extend" and raw is None:
+            # An extension without a size hashes the whole value given (64 bytes when none is).
+            value = args.get("value")
+            raw = len(value) if isinstance(value, bytes) else 8 * WIDE_REGISTERS
+        if param.count > 1:
+            data = raw if isinstance(raw, bytes) else int(raw or 0).to_bytes(8, "little")
+            for i, value in enumerate(wide_to_registers(data, param.count)):
+                registers[param.reg + i] = value
+        else:
+            registers[param.reg] = int(raw or 0)
+    top = max(registers, default=0)
+    return tuple(registers.get(i, 0) for i in range(1, top + 1))
 
 
 @dataclass(frozen=True)
@@ -161,70 +200,6 @@ class _TraceLog:
     def close(self) -> None:
         with self._lock:
             self._file.close()
-
-
-def wire_actions(actions: Sequence[RealmActionLike]) -> list[WireAction]:
-    """The agent's encoding of a REC entry's realm actions (``cca_hil.sequences.RealmAction``).
-
-    Calls (RSI, PSCI, SMC) carry X1.. as the spec's inputs in order; a 64-byte
-    value becomes eight registers, little-endian; ``host_call``'s ``gprs`` follow
-    its ``imm`` up to the highest register given (the payload builds RsiHostCall).
-    """
-    out: list[WireAction] = []
-    for action in actions:
-        kind = str(action.kind)
-        args: Mapping[str, Any] = action.args
-        if kind in ("rsi", "psci", "smc"):
-            out.append(
-                WireAction(
-                    RealmActionKind[kind.upper()], fid=int(action.fid or 0), args=_call_registers(action)
-                )
-            )
-        elif kind == "mmio":
-            out.append(
-                WireAction(
-                    RealmActionKind.MMIO,
-                    ipa=int(args["ipa"]),
-                    size=int(args.get("size", 8)),
-                    write=action.name == "write",
-                    value=int(args.get("value", 0)),
-                )
-            )
-        elif kind == "hvc":
-            out.append(WireAction(RealmActionKind.HVC, imm=int(args.get("imm", 0))))
-        elif kind == "sysreg":
-            out.append(WireAction(RealmActionKind.SYSREG, fid=sysreg_encoding(action.name)))
-        else:
-            try:
-                out.append(WireAction(RealmActionKind[kind.upper()]))
-            except KeyError:
-                raise TargetError(f"realm action {kind!r} has no agent encoding") from None
-    return out
-
-
-def _call_registers(action: RealmActionLike) -> tuple[int, ...]:
-    from cca_hil.seqformat import PSCI_FUNCTIONS, RSI_COMMANDS
-
-    args: Mapping[str, Any] = action.args
-    if action.kind == "rsi" and action.name in RSI_COMMANDS:
-        names: Sequence[str] = RSI_COMMANDS[action.name].inputs
-    elif action.kind == "psci" and action.name in PSCI_FUNCTIONS:
-        names = PSCI_FUNCTIONS[action.name][1]
-    else:
-        # smc: X1.. given as x1, x2 … (or in the order written).
-        names = sorted(args, key=lambda k: int(k[1:]) if k[1:].isdigit() else 0)
-    regs: list[int] = []
-    for name in names:
-        value = args.get(name, 0)
-        if isinstance(value, bytes):
-            data = value.ljust(8 * _WIDE_REGISTERS, b"\0")
-            regs += [int.from_bytes(data[i : i + 8], "little") for i in range(0, len(data), 8)]
-        elif isinstance(value, Mapping):
-            top = max((int(k) for k in value), default=-1)
-            regs += [int(value.get(i, 0)) for i in range(top + 1)]
-        else:
-            regs.append(int(value))
-    return tuple(regs)
 
 
 class AgentTarget(Target):

@@ -11,7 +11,8 @@ Options for demos and failure tests: ``--seed``/``--profile``/``--set`` choose t
 model, ``--noise`` damages the board's side of the line, ``--die-after N`` makes
 the agent halt in the middle of its N+1-th request, ``--silent`` makes it print
 its banner and never answer, ``--protocol`` makes it speak another link
-version. Everything but the URL line goes to stderr. SIGTERM or SIGINT ends it.
+version, ``--no-realm`` makes it an agent without a realm payload. Everything
+but the URL line goes to stderr. SIGTERM or SIGINT ends it.
 
 Run it as ``python -m cca_hil.tools.sim_board`` or ``tools/sim-board``.
 """
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import IO
 
-from cca_hil.agent.emulator import AgentEmulator, DieMode
+from cca_hil.agent.emulator import AgentEmulator, DieMode, default_caps
 from cca_hil.agent.noise import NoiseSpec, NoisyStream
 from cca_hil.agent.protocol import PROTOCOL_MAJOR, PROTOCOL_MINOR, AgentCaps
 from cca_hil.agent.streams import ByteStream, FdStream, SocketStream
@@ -44,8 +45,6 @@ EXIT_DIED = 3
 BOOT_DELAY = 0.2
 """Seconds from a host attaching to the first boot line: pySerial discards pending input while it
 opens a port (a pty's ``tcflush``, ``socket://``'s drain), so text sent at once would be lost."""
-
-DEFAULT_CAPS = AgentCaps.SMC | AgentCaps.MEMORY | AgentCaps.ACCESS | AgentCaps.BATCH | AgentCaps.LOG
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,8 @@ class BoardOptions:
     die_mode: DieMode = "silent"
     silent: bool = False
     protocol: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR)
-    realm: bool = False
+    realm: bool = True
+    """Announce REALM_RUN (and ATTESTATION where the model signs tokens): realms run as on the model."""
     boot_delay: float | None = None
 
 
@@ -107,7 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--protocol", type=_protocol, default=(PROTOCOL_MAJOR, PROTOCOL_MINOR), metavar="MAJOR.MINOR"
     )
-    parser.add_argument("--realm", action="store_true", help="announce REALM_RUN (entries without actions)")
+    parser.add_argument(
+        "--no-realm",
+        dest="realm",
+        action="store_false",
+        help="announce no REALM_RUN, as an agent built without a realm payload",
+    )
     parser.add_argument("--boot-delay", type=float, help="seconds from attach to the first boot line")
     return parser
 
@@ -146,7 +151,9 @@ def build_emulator(options: BoardOptions) -> AgentEmulator:
         raise ProfileError(f"the board's profile must be of kind 'model', not {profile.kind!r}")
     # The machine the model target boots from the same profile: the board answers as the model does.
     machine = target.machine
-    caps = DEFAULT_CAPS | (AgentCaps.REALM if options.realm else AgentCaps(0))
+    caps = default_caps(machine)
+    if not options.realm:
+        caps &= ~(AgentCaps.REALM | AgentCaps.ATTESTATION)
     delay = BOOT_DELAY if options.boot_delay is None else options.boot_delay
     emulator = AgentEmulator(
         machine,

@@ -4,37 +4,14 @@ from __future__ import annotations
 
 import os
 import tty
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 import pytest
 import serial
+from agent_support import Bench, BenchFactory, PtyPort
 
 from cca_hil.agent.emulator import AgentEmulator, EmulatorServer
-from cca_hil.agent.link import AgentLink, LinkTimeouts
-from cca_hil.agent.streams import ByteStream, FdStream, SocketStream, stream_pair
-
-FAST = LinkTimeouts(boot=5.0, handshake=0.2, request=0.5, bulk=1.0, gap=0.02)
-"""Short bounds so that failure tests end quickly; correctness never depends on them."""
-
-
-@dataclass
-class Bench:
-    """An emulator serving the device end of a stream pair, and the host end."""
-
-    emulator: AgentEmulator
-    host: SocketStream
-    device: SocketStream
-    console: list[bytes] = field(default_factory=list)
-
-    def link(self, stream: ByteStream | None = None, **kwargs: object) -> AgentLink:
-        """A link on the host end (or on ``stream`` wrapping it) with console capture and fast timeouts."""
-        options: dict[str, object] = {"timeouts": FAST, "console": self.console.append}
-        options.update(kwargs)
-        return AgentLink(stream or self.host, **options)  # type: ignore[arg-type]
-
-
-BenchFactory = Callable[..., Bench]
+from cca_hil.agent.streams import FdStream, stream_pair
 
 
 @pytest.fixture
@@ -61,15 +38,6 @@ def bench_factory() -> Iterator[BenchFactory]:
 def bench(bench_factory: BenchFactory) -> Bench:
     """A default emulator on an in-process stream pair."""
     return bench_factory()
-
-
-@dataclass
-class PtyPort:
-    """A pty pair: pySerial on the slave path (the host's view of a UART), the agent on the master."""
-
-    serial: serial.Serial
-    master: FdStream
-    slave_fd: int
 
 
 @pytest.fixture

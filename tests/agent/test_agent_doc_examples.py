@@ -22,6 +22,11 @@ from cca_hil.agent.protocol import (
     LogLevel,
     LogRecord,
     MsgType,
+    RealmAction,
+    RealmActionKind,
+    RealmObservation,
+    RealmRun,
+    RealmRunReply,
     SmcStep,
     WriteStep,
     encode_batch,
@@ -35,6 +40,16 @@ from cca_hil.targets.base import Fault
 DOC = Path(__file__).resolve().parents[2] / "docs" / "agent-protocol.md"
 DELEGATE = 0xC400_0151
 DELEGATES = [SmcStep(DELEGATE, (0x8800_0000 + i * 0x1000,)) for i in range(3)]
+REALM_RUN = RealmRun(
+    0x8800_3000,
+    0x8800_4000,
+    (
+        RealmAction(RealmActionKind.RSI, fid=0xC400_0190, args=(0x10000,)),
+        RealmAction(RealmActionKind.HOST_CALL, imm=0x33, args=(5,)),
+        RealmAction(RealmActionKind.WFI),
+    ),
+)
+"""RSI_VERSION(1.0), a Host call (imm 0x33, gprs[0] = 5) in the payload's own RsiHostCall, then WFI."""
 GPF = Fault(0x25, 0x9600_0028, 0xFDC0_0000, gpf=True, description="")
 
 
@@ -60,6 +75,12 @@ EXAMPLES: dict[str, Frame] = {
         MsgType.BATCH_REPLY,
         6,
         BatchReply(tuple(encode_result(s, (0, 0, 0, 0, 0)) for s in DELEGATES)).encode(),
+    ),
+    "realm-run": _frame(MsgType.REALM_RUN, 7, REALM_RUN.encode()),
+    "realm-run-reply": _frame(
+        MsgType.REALM_RUN_REPLY,
+        7,
+        RealmRunReply((0, 0, 0, 0, 0), 2, (RealmObservation(1, (0, 0x10000, 0x10000, 0)),)).encode(),
     ),
     "error": _frame(MsgType.ERROR, 9, encode_error(ErrorCode.NO_SESSION, "no HELLO")),
     "nak": _frame(MsgType.NAK, 0, b""),

@@ -6,11 +6,10 @@ import io
 import threading
 
 import pytest
-from conftest import FAST, Bench, BenchFactory
+from agent_support import FAST, Bench, BenchFactory
 
-from cca_hil.agent.emulator import AgentEmulator
+from cca_hil.agent.emulator import AgentEmulator, default_caps
 from cca_hil.agent.errors import (
-    AgentRefusedError,
     AgentRestartedError,
     AgentTimeoutError,
     AgentVersionError,
@@ -20,7 +19,6 @@ from cca_hil.agent.link import AgentLink, LinkTimeouts
 from cca_hil.agent.protocol import (
     AccessStep,
     AgentCaps,
-    ErrorCode,
     FillStep,
     ReadStep,
     RealmAction,
@@ -52,7 +50,8 @@ def test_handshake_reports_version_limits_and_capabilities(bench: Bench) -> None
         assert hello.caps & AgentCaps.SMC and hello.caps & AgentCaps.BATCH
         assert link.frame_limit == min(hello.max_frame, link.max_frame)
         assert hello.agent == "cca-hil agent emulator"
-        assert link.capabilities() == {"memory", "access", "console"}
+        signs = {"attestation"} if hello.caps & AgentCaps.ATTESTATION else set()
+        assert link.capabilities() == {"memory", "access", "console", "realm_exec"} | signs
 
 
 def test_info_reports_the_platform_the_agent_runs_on(bench: Bench) -> None:
@@ -203,9 +202,18 @@ def test_console_text_goes_to_the_log_file_as_it_arrives(bench_factory: BenchFac
     assert b"\x1e" not in text
 
 
-def test_realm_run_needs_the_capability(bench: Bench) -> None:
+def test_realm_run_needs_the_capability(bench_factory: BenchFactory) -> None:
+    bench = bench_factory(AgentEmulator(caps=AgentCaps.SMC | AgentCaps.MEMORY, gap=0.02))
     with bench.link() as link, pytest.raises(CapabilityError):
         link.realm_run(POOL, POOL + 0x1000, [RealmAction(RealmActionKind.RSI, fid=0xC400_0190)])
+    assert bench.emulator.executed == 0
+
+
+def test_an_emulator_announces_realms_and_attestation_when_its_machine_runs_them(bench: Bench) -> None:
+    with bench.link() as link:
+        caps = link.hello().caps
+    assert caps & AgentCaps.REALM
+    assert caps == default_caps(bench.emulator.machine)
 
 
 def test_realm_run_enters_the_rec_as_the_model_does(bench_factory: BenchFactory) -> None:
@@ -219,14 +227,18 @@ def test_realm_run_enters_the_rec_as_the_model_does(bench_factory: BenchFactory)
     assert (reply.started, reply.observations) == (0, ())
 
 
-def test_realm_payload_actions_the_model_cannot_run_are_refused_not_executed(
-    bench_factory: BenchFactory,
-) -> None:
-    bench = bench_factory(AgentEmulator(caps=AgentCaps.SMC | AgentCaps.REALM, gap=0.02))
-    with bench.link() as link, pytest.raises(AgentRefusedError) as err:
-        link.realm_run(POOL, POOL + 0x1000, [RealmAction(RealmActionKind.RSI, fid=0xC400_0190)])
-    assert err.value.code == ErrorCode.UNSUPPORTED
-    assert "not modelled" in str(err.value)
+def test_actions_for_a_rec_that_cannot_be_entered_are_not_begun(bench: Bench) -> None:
+    oracle = Machine()
+    rec_enter = RMI_1_0["rec_enter"].fid
+    actions = [
+        RealmAction(RealmActionKind.RSI, fid=0xC400_0190, args=(0x10000,)),
+        RealmAction(RealmActionKind.WFI),
+    ]
+    with bench.link() as link:
+        reply = link.realm_run(POOL, POOL + 0x1000, actions)
+    # No REC there: the RMM refuses the entry, so the realm began nothing and the host keeps the queue.
+    assert reply.regs == oracle.smc(rec_enter, POOL, POOL + 0x1000) and reply.regs[0] != 0
+    assert (reply.started, reply.observations) == (0, ())
 
 
 def test_silent_agent_is_a_boot_timeout_error(bench_factory: BenchFactory) -> None:

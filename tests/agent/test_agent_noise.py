@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Bench, BenchFactory
+from agent_support import Bench, BenchFactory
 
 from cca_hil.agent.link import LinkTimeouts
 from cca_hil.agent.noise import NoiseSpec, NoisyStream

@@ -42,6 +42,8 @@ from cca_hil.agent.protocol import (
     encode_result,
     max_encoded_size,
     reg,
+    sysreg_encoding,
+    sysreg_name,
     uvarint,
     zigzag,
 )
@@ -226,19 +228,72 @@ def test_info_round_trip_of_the_fvp_platform() -> None:
 def test_realm_run_round_trip_with_every_action_kind() -> None:
     actions = (
         RealmAction(RealmActionKind.RSI, fid=0xC400_0190, args=(0x10000,)),
+        # A call loads exactly the registers it carries: trailing zeros are sent, not dropped.
+        RealmAction(RealmActionKind.RSI, fid=0xC400_0192, args=(0,)),
         RealmAction(RealmActionKind.PSCI, fid=0x8400_0008),
-        RealmAction(RealmActionKind.SMC, fid=0xC200_0000, args=(1, 2, 3)),
+        RealmAction(RealmActionKind.SMC, fid=0xC200_0000, args=(1, 0, 3, 0)),
+        RealmAction(RealmActionKind.SMC, fid=0xC200_0000, args=tuple(range(1, 31))),
         RealmAction(RealmActionKind.HVC, imm=0xFEED, args=(7,)),
         RealmAction(RealmActionKind.MMIO, ipa=0x1000_0000, size=4, write=True, value=0xAA55),
-        RealmAction(RealmActionKind.SYSREG, fid=0x3_0_0_0_5),
+        RealmAction(RealmActionKind.MMIO, ipa=0x80_0000_0000, size=1),
+        RealmAction(RealmActionKind.SYSREG, fid=0xC020),
+        RealmAction(RealmActionKind.HOST_CALL, imm=0x1_0000_0007, args=(1,) + (0,) * 29 + (U64,)),
+        RealmAction(RealmActionKind.HOST_CALL, imm=3, addr=0x1100),
         *(RealmAction(k) for k in (RealmActionKind.WFI, RealmActionKind.WFE, RealmActionKind.IRQ)),
         *(RealmAction(k) for k in (RealmActionKind.FIQ, RealmActionKind.SERROR)),
     )
     run = RealmRun(0x8800_3000, 0x8800_4000, actions)
     assert RealmRun.decode(run.encode()) == run
-    regs18 = (0, 0x10000, 0x10000) + (0,) * 15
-    reply = RealmRunReply((0, 0, 0, 0, 0), 2, (RealmObservation(0, regs18), RealmObservation(1, regs18)))
+    assert {a.kind for a in actions} == set(RealmActionKind)
+    read_rim = RealmAction(RealmActionKind.RSI, fid=0xC400_0192, args=(0,))
+    assert read_rim.encode() == bytes.fromhex("01 92 01 00 c4 01 00")
+    # Observations keep their length: none, one loaded register, four, X0 and a Host call's 31 gprs.
+    observed = ((), (0x1234_5678,), (0, 0x10000, 0x10000, 0), (0,) * 31 + (0x3030,))
+    reply = RealmRunReply(
+        (0, 0, 0, 0, 0), 4, tuple(RealmObservation(i, regs) for i, regs in enumerate(observed))
+    )
     assert RealmRunReply.decode(reply.encode()) == reply
+    with pytest.raises(ValueError, match="at most 32 registers"):
+        RealmObservation(1, (0,) * 33)
+    with pytest.raises(ValueError, match="up to 30 registers"):
+        RealmAction(RealmActionKind.SMC, fid=0xC200_0000, args=(1,) * 31).encode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (bytes.fromhex("00 00 01 0d"), "unknown realm action kind"),
+        (bytes.fromhex("00 00 01 03 00 00 00 c2 1f"), "31 argument registers"),
+        (bytes.fromhex("00 00 01 0c 02 00 00"), "reserved bits"),
+        (bytes.fromhex("00 00 01 0c 00 00 20"), "32 gprs"),
+        (bytes.fromhex("00 00 01 08 00 00 01 00"), "wider than 16 bits"),
+    ],
+)
+def test_malformed_realm_runs_are_protocol_errors(payload: bytes, problem: str) -> None:
+    with pytest.raises(ProtocolError, match=problem):
+        RealmRun.decode(payload)
+
+
+def test_a_reply_observation_wider_than_a_host_call_is_malformed() -> None:
+    with pytest.raises(ProtocolError, match="observation of 33 registers"):
+        RealmRunReply.decode(bytes.fromhex("00 00 01 01 21 00"))
+
+
+@given(st.binary(max_size=200))
+def test_realm_run_decoders_raise_only_protocol_errors(payload: bytes) -> None:
+    for decode in (RealmRun.decode, RealmRunReply.decode):
+        try:
+            decode(payload)
+        except ProtocolError:
+            pass
+
+
+def test_system_register_names_and_encodings_round_trip() -> None:
+    for name in ("ID_AA64PFR0_EL1", "MIDR_EL1", "S3_0_C15_C2_7"):
+        assert sysreg_name(sysreg_encoding(name)) == name
+    assert sysreg_name(sysreg_encoding("s3_0_c0_c4_0")) == "ID_AA64PFR0_EL1"
+    with pytest.raises(ValueError, match="no known encoding"):
+        sysreg_encoding("S3_0_C16_C0_0")
 
 
 @given(st.binary(max_size=200), st.sampled_from([t for t in MsgType if t < 0x80 and t not in (1, 2, 8, 9)]))

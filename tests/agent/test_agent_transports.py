@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import serial
-from conftest import FAST, PtyPort
+from agent_support import FAST, PtyPort
 
 from cca_hil.agent.emulator import AgentEmulator, EmulatorServer
 from cca_hil.agent.errors import AgentDisconnectedError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterable
 from dataclasses import fields
@@ -75,8 +76,11 @@ def assert_same_step(got: StepResult, want: StepResult, where: str) -> None:
         assert got.condition == want.condition, f"{where}: condition differs"
 
 
-AGENT_CAPS = frozenset({"rme", "memory", "access", "console"})
-"""What the model-backed agent emulator offers: no realm payload, no GPT read-out."""
+_SIGNS = all(importlib.util.find_spec(name) is not None for name in ("cbor2", "cryptography"))
+_SIGNED = {"attestation"} if _SIGNS else set()
+AGENT_CAPS = frozenset({"rme", "memory", "access", "console", "realm_exec"} | _SIGNED)
+"""What the model-backed agent emulator offers: realms run (and get tokens where the model signs them)
+as on the model; no GPT read-out."""
 
 
 def runnable(sequences: list[Sequence], capabilities: frozenset[str]) -> list[Sequence]:

@@ -12,17 +12,28 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from agent_target_support import assert_same_results
 
 from cca_hil.agent.emulator import AgentEmulator, EmulatorServer
-from cca_hil.agent.errors import AgentRefusedError
-from cca_hil.agent.protocol import AgentCaps, Frame, MsgType, RealmActionKind, RealmObservation, RealmRun
+from cca_hil.agent.protocol import (
+    AgentCaps,
+    Frame,
+    FrameDecoder,
+    Hello,
+    MsgType,
+    RealmActionKind,
+    RealmObservation,
+    RealmRun,
+    RealmRunReply,
+)
+from cca_hil.agent.protocol import RealmAction as WireAction
 from cca_hil.agent.protocol import RealmRunReply as Reply
 from cca_hil.arch.rmi_1_0 import RMI_1_0
 from cca_hil.errors import CapabilityError, GranuleProtectionFault, ProfileError, TargetError
 from cca_hil.model.machine import Machine
 from cca_hil.profiles import build_target, load_profile
-from cca_hil.seqformat import PSCI_FUNCTIONS, RSI_COMMANDS
-from cca_hil.sequences import RealmAction
+from cca_hil.seqformat import PSCI_FUNCTIONS, REALM_ACTION_KINDS, RSI_COMMANDS
+from cca_hil.sequences import RealmAction, Runner, load_sequence
 from cca_hil.targets.agent import AgentTarget, sysreg_encoding, wire_actions
 from cca_hil.targets.base import Capability
 from cca_hil.targets.model import ModelTarget
@@ -32,6 +43,9 @@ REC_ENTER = RMI_1_0["rec_enter"].fid
 VERSION = RMI_1_0["version"].fid
 GRANULE = 0x9000_0000
 
+EVERY_ACTION = Path(__file__).parent / "data" / "realm-every-action.yaml"
+"""A realm doing every action kind the sequence format has, with the exits each gives."""
+WIRE_WFI = WireAction(RealmActionKind.WFI)
 BASE_CAPS = AgentCaps.SMC | AgentCaps.MEMORY | AgentCaps.ACCESS | AgentCaps.BATCH | AgentCaps.LOG
 
 
@@ -56,6 +70,13 @@ class PayloadAgent(AgentEmulator):
 
 
 Serve = Callable[..., AgentTarget]
+
+
+def decode_frames(wire: bytes) -> list[Frame]:
+    """The frames in bytes an agent wrote."""
+    return [e for e in FrameDecoder(1 << 16).feed(wire) if isinstance(e, Frame)]
+
+
 FAST = "    timeouts: {boot: 5, handshake: 0.3, request: 1, bulk: 2, gap: 0.02}\n"
 
 
@@ -109,7 +130,9 @@ def test_info_comes_from_the_handshake(serve: Serve, model: ModelTarget) -> None
     assert info.pa_bits == want.pa_bits
     assert dict(info.platform) == dict(want.platform)
     assert info.rmm_version == want.rmm_version
-    assert info.capabilities == {Capability.RME, Capability.MEMORY, Capability.ACCESS, Capability.CONSOLE}
+    realms = {Capability.RME, Capability.MEMORY, Capability.ACCESS, Capability.CONSOLE, Capability.REALM_EXEC}
+    # Realms obtain tokens where the model can sign them: the emulator says so as the model does.
+    assert info.capabilities == realms | ({Capability.ATTESTATION} & model.capabilities)
     assert info.facts["agent"] == "cca-hil agent emulator"
     assert info.facts["link protocol"] == "1.0"
     assert info.facts["console log"] == str(target.console_log)
@@ -164,20 +187,67 @@ def test_operations_on_a_closed_target_are_refused(serve: Serve) -> None:
 
 
 def test_realm_enter_needs_an_agent_that_runs_realms(serve: Serve) -> None:
-    with serve() as target, pytest.raises(CapabilityError, match="realm_exec"):
+    emulator = AgentEmulator(model_machine(), caps=BASE_CAPS, boot_delay=0.2, gap=0.02)
+    with serve(emulator) as target, pytest.raises(CapabilityError, match="realm_exec"):
         target.realm_enter(GRANULE, GRANULE + 0x1000)
+    assert emulator.executed == 2  # INFO and RMI_VERSION: no REALM_RUN was sent
 
 
-def test_bare_realm_entry_is_rmi_rec_enter_on_the_platform(serve: Serve, model: ModelTarget) -> None:
-    emulator = AgentEmulator(model_machine(), caps=BASE_CAPS | AgentCaps.REALM, boot_delay=0.2, gap=0.02)
-    with serve(emulator) as target:
+def test_realm_entry_without_a_rec_is_rmi_rec_enter_on_the_platform(serve: Serve, model: ModelTarget) -> None:
+    with serve() as target:
         assert target.has(Capability.REALM_EXEC)
-        # No realm there: the RMM's answer (an error) comes back as the model gives it.
-        assert target.realm_enter(GRANULE, GRANULE + 0x1000) == model.smc(
-            REC_ENTER, GRANULE, GRANULE + 0x1000
-        )
-        with pytest.raises(AgentRefusedError, match="realm payload actions are not modelled yet"):
-            target.realm_enter(GRANULE, GRANULE + 0x1000, [action("rsi", "version", req=0x10000)])
+        # No realm there: the RMM's answer (an error) comes back as the model gives it, and the
+        # realm began nothing.
+        version = action("rsi", "version", req=0x10000)
+        got = target.realm_enter(GRANULE, GRANULE + 0x1000, [version])
+        assert got == model.realm_enter(GRANULE, GRANULE + 0x1000, [action("rsi", "version", req=0x10000)])
+        assert got == model.smc(REC_ENTER, GRANULE, GRANULE + 0x1000) and got[0] != 0
+        assert not version.started and version.result is None
+
+
+def test_every_realm_action_kind_gives_the_models_results(serve: Serve, model: ModelTarget) -> None:
+    sequence = load_sequence(EVERY_ACTION)
+    kinds = {a.kind for step in sequence.steps for a in getattr(step, "realm", ())}
+    assert kinds == set(REALM_ACTION_KINDS)
+    want = Runner(model).run_all([sequence], command="conformance")
+    assert want.exit_code() == 0, [s.message for q in want.sequences for s in q.steps if s.message]
+    with serve() as target:
+        got = Runner(target).run_all([sequence], command="conformance")
+    counts = assert_same_results(got, want, target.capabilities)
+    observed = [s for s in got.sequences[0].steps if s.op == "realm"]
+    # Every action of the sequence was begun and observed by the end, on both.
+    actions = sum(len(getattr(step, "realm", ())) for step in sequence.steps)
+    assert counts["steps"] == len(want.sequences[0].steps) and len(observed) == actions
+    # Observations keep the model's shapes: no register (hvc, wfi …), one (an emulated load),
+    # four (most calls), nine (a measurement), X0 and 31 gprs (a Host call).
+    assert {len(s.registers) for s in observed} == {0, 1, 4, 9, 32}
+
+
+def test_a_replayed_realm_run_is_answered_from_the_cache_and_runs_once(model: ModelTarget) -> None:
+    # A realm whose REC0 ended its last entry with an IRQ exit, on the model's machine.
+    result = Runner(model).run_all([load_sequence(EVERY_ACTION)], command="conformance")
+    assert result.exit_code() == 0
+    machine = model.machine
+    rec = next(r for r in machine.rmm.recs.values() if r.runnable)
+    run_pa = machine.config.granule_pool[0][0] + machine.config.granule_pool[0][1] - 0x1000
+    machine.ns_write(run_pa, bytes(0x1000))
+    agent = AgentEmulator(machine)
+    assert b"\x81" in agent.respond(Frame(MsgType.HELLO, 1, Hello().encode()))[:4]
+    request = Frame(
+        MsgType.REALM_RUN,
+        2,
+        RealmRun(rec.addr, run_pa, (WireAction(RealmActionKind.HOST_CALL, imm=0x42),)).encode(),
+    )
+    first = agent.respond(request)
+    again = agent.respond(request)
+    assert again == first and agent.replays == 1 and agent.executions[(agent.session, 2)] == 1
+    reply = RealmRunReply.decode(decode_frames(first)[0].payload)
+    assert reply.regs[0] == 0 and reply.started == 1 and reply.observations == ()
+    # It ran once: the REC is still at its Host call exit, with the call in flight.
+    answer = agent.respond(Frame(MsgType.REALM_RUN, 3, RealmRun(rec.addr, run_pa, (WIRE_WFI,)).encode()))
+    reply = RealmRunReply.decode(decode_frames(answer)[0].payload)
+    # Entering again delivers the Host call's answer (index 0: X0 and its 31 gprs), then the WFI runs.
+    assert [(o.index, len(o.regs)) for o in reply.observations] == [(0, 32), (1, 0)] and reply.started == 1
 
 
 def action(kind: str, name: str, **args: object) -> RealmAction:
@@ -201,6 +271,9 @@ def test_realm_actions_are_encoded_in_the_specs_register_order() -> None:
     assert wire[0].kind is RealmActionKind.RSI and wire[0].fid == RSI_COMMANDS["measurement_extend"].fid
     assert wire[0].args == (1, 64, *words)
     assert wire[1].kind is RealmActionKind.PSCI and wire[1].args == (1, 0x8000, 3)
+    # Every register a call loads is sent, trailing zeros too (the realm's other registers keep theirs).
+    assert wire_actions([action("rsi", "measurement_read", index=0)])[0].args == (0,)
+    assert wire_actions([action("rsi", "host_call", addr=0x1100)])[0].addr == 0x1100
     assert (wire[2].kind, wire[2].ipa, wire[2].size, wire[2].write, wire[2].value) == (
         RealmActionKind.MMIO,
         0x1000_0000,
@@ -208,7 +281,12 @@ def test_realm_actions_are_encoded_in_the_specs_register_order() -> None:
         True,
         7,
     )
-    assert wire[3].args == (0, 0xFEED, 1, 0, 3)
+    assert (wire[3].kind, wire[3].imm, wire[3].addr, wire[3].args) == (
+        RealmActionKind.HOST_CALL,
+        0xFEED,
+        None,
+        (1, 0, 3),
+    )
     assert wire[4].kind is RealmActionKind.WFI
 
 

@@ -83,13 +83,11 @@ def test_pty_and_socket_give_identical_results_and_skips(
     pty_result: RunResult, socket_result: RunResult
 ) -> None:
     assert_identical(pty_result, socket_result)
-    skipped = [s for s in pty_result.sequences if s.skipped_reason]
-    # The emulator runs no realm payload (nor attestation): those sequences are skipped, saying why.
-    assert skipped
-    for sequence in skipped:
-        head, _, lacked = sequence.skipped_reason.partition(" lacks ")
-        assert head == "target 'board-sim'"
-        assert "realm_exec" in lacked.split(", ")
+    # Realms run through the agent as on the model: no sequence is skipped, and realm actions were run.
+    assert not [s.name for s in pty_result.sequences if s.skipped_reason]
+    realm_steps = [step for s in pty_result.sequences for step in s.steps if step.op in ("realm", "rsi")]
+    assert len(realm_steps) > 100
+    assert {"attestation", "conformance-rec-enter-realm-exec"} <= {s.name for s in pty_result.sequences}
     # The GPT is not readable through the agent: `check: pas` steps are skipped, saying why.
     gpt_skips = [
         step
@@ -123,6 +121,24 @@ def test_suite_through_a_noisy_line_still_equals_the_model(
     counts = assert_same_results(result, model_result, AGENT_CAPS)
     print(f"\nnoisy socket:// vs model: {counts}; {stats}")
     assert stats.resends > 0 and stats.garbage > 0
+
+
+def test_a_board_without_a_realm_payload_skips_the_realm_sequences_saying_why(
+    sequences: list[Sequence], tmp_path: Path
+) -> None:
+    needing = [s for s in sequences if "realm_exec" in s.requires]
+    assert needing
+    launch = "serial.launch=[python, -m, cca_hil.tools.sim_board, --tcp, --no-realm]"
+    with board([launch], tmp_path) as target:
+        assert not target.has("realm_exec") and not target.has("attestation")
+        from cca_hil.sequences import Runner
+
+        result = Runner(target).run_all(needing, command="conformance")
+    assert [s.name for s in result.sequences] == [s.name for s in needing]
+    for sequence in result.sequences:
+        head, _, lacked = sequence.skipped_reason.partition(" lacks ")
+        assert head == "target 'board-sim'"
+        assert "realm_exec" in lacked.split(", ")
 
 
 # -- facts and operations ------------------------------------------------------------------------------
