@@ -755,7 +755,7 @@ def conformance(
     json_path: JsonOption = None,
     junit_path: JunitOption = None,
 ) -> None:
-    """The bundled RMI failure-condition suite: cases for every failure condition of every command."""
+    """The bundled conformance suite: a case for every failure condition of every RMI and RSI command."""
     from cca_hil.checks.conformance import conformance_sequences
 
     settings = settings_of(ctx)
@@ -966,6 +966,7 @@ def rmi(  # noqa: PLR0917  (typer reads options from the signature)
 # Sub-apps of the other layers: each module keeps its heavy imports inside its commands.
 from cca_hil.cli_board import load, power, probe_app  # noqa: E402
 from cca_hil.cli_fvp import fvp_app  # noqa: E402
+from cca_hil.cli_gpt import check_app, gpt_app  # noqa: E402
 from cca_hil.cli_token import measure, token_app  # noqa: E402
 
 app.add_typer(token_app, name="token")
@@ -974,6 +975,8 @@ app.command("load")(load)
 app.command("power")(power)
 app.add_typer(fvp_app, name="fvp")
 app.add_typer(probe_app, name="probe")
+app.add_typer(gpt_app, name="gpt")
+app.add_typer(check_app, name="check")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
