@@ -377,3 +377,23 @@ def check_mec(ctx: typer.Context, json_path: JsonOption = None, junit_path: Juni
     with _one_line_errors(ctx):
         code = _run_check(ctx, "mec", mec_sections, json_path, junit_path)
     raise typer.Exit(code)
+
+
+@check_app.command("attest")
+def check_attest(
+    ctx: typer.Context,
+    json_path: JsonOption = None,
+    junit_path: JunitOption = None,
+    sequence: Annotated[
+        Path | None,
+        typer.Option("--sequence", metavar="FILE", help="Attestation flow to run (default: bundled)."),
+    ] = None,
+) -> None:
+    """Attestation round trip: a measured realm gets a token; structure, signatures, binding, RIM."""
+    from cca_hil.checks.attest import attest_sections
+
+    with _one_line_errors(ctx):
+        code = _run_check(
+            ctx, "attest", lambda target: attest_sections(target, sequence), json_path, junit_path
+        )
+    raise typer.Exit(code)

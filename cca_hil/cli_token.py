@@ -12,28 +12,23 @@ from __future__ import annotations
 
 import json
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cca_hil.errors import CapabilityError, InputError
+from cca_hil.checks.attest import parse_iak
+from cca_hil.errors import InputError
 
 if TYPE_CHECKING:
-    from cca_hil.arch.token import CcaToken, EcPublicKey, Verification
+    from cca_hil.arch.token import CcaToken, Verification
     from cca_hil.profiles import Profile
-    from cca_hil.results import SequenceResult
 
 token_app = typer.Typer(
     name="token",
     help="CCA attestation tokens: get one from a realm on the target, show or verify a token file.",
     no_args_is_help=True,
 )
-
-_IAK_FACT = "IAK public key (P-384, x‖y)"
-_CONTINUE = "rsi attestation_token_continue"
-_INIT = "rsi attestation_token_init"
 
 
 def _profile(ctx: typer.Context) -> Profile:
@@ -59,19 +54,6 @@ def _hex(text: str, what: str, *, size: int | None = None) -> bytes:
     return data
 
 
-def _iak(text: str) -> EcPublicKey:
-    """A P-384 IAK given as x‖y (96 bytes of hex) or as a serialized COSE_Key."""
-    from cca_hil.arch.token import EcPublicKey, TokenError
-
-    data = _hex(text, "iak")
-    if len(data) == 96:
-        return EcPublicKey("P-384", data[:48], data[48:])
-    try:
-        return EcPublicKey.from_cose_key(data)
-    except TokenError as exc:
-        raise InputError(f"--iak is neither x‖y of a P-384 key nor a COSE_Key ({exc.what})") from exc
-
-
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -80,28 +62,6 @@ def _read(path: Path) -> bytes:
 
 
 # -- get ------------------------------------------------------------------------------------------------
-
-
-def bundled_attestation_sequence() -> Path:
-    """The bundled ``sequences/attestation.yaml`` (package data)."""
-    return Path(str(resources.files("cca_hil") / "data" / "sequences" / "attestation.yaml"))
-
-
-def _token_location(result: SequenceResult) -> tuple[int, int, int]:
-    """(REC, token page IPA, length) of the token a run delivered, from its step results."""
-    rec = None
-    for step in result.steps:
-        if step.command == "rec_enter":
-            rec = step.args.get("rec")
-        if step.command == _CONTINUE and step.status == "success" and step.outcome.value == "passed":
-            addr = step.args.get("addr")
-            length = step.outputs.get("len")
-            if isinstance(rec, int) and addr is not None and isinstance(length, int):
-                return rec, int(str(addr), 0), length
-    raise InputError(
-        "the sequence delivered no complete token (no successful attestation_token_continue)",
-        where=result.source,
-    )
 
 
 @token_app.command("get")
@@ -116,55 +76,18 @@ def get(
     ] = None,
 ) -> None:
     """Build and run a measured realm, have it ask for a CCA token, verify the token and save it."""
-    from cca_hil.arch.token import Expectations, verify
-    from cca_hil.measure import measure_sequence
+    from cca_hil.checks.attest import fetch_token
     from cca_hil.profiles import build_target
-    from cca_hil.sequences import Runner, load_sequence
-    from cca_hil.targets.base import Capability
 
-    profile = _profile(ctx)
-    path = sequence or bundled_attestation_sequence()
-    spec = load_sequence(path)
-    challenge = _challenge_of(spec)
-    measured = measure_sequence(spec)
-    with build_target(profile) as target:
-        target.require(Capability.ATTESTATION)
-        reader = getattr(target, "read_realm", None)
-        if not callable(reader):
-            raise CapabilityError("realm memory read-back", target.name)
-        result = Runner(target).run(spec)
-        if result.error or result.skipped_reason:
-            raise InputError(f"the attestation flow did not run: {result.error or result.skipped_reason}")
-        failed = [s.name for s in result.steps if s.outcome.value != "passed"]
-        if failed:
-            raise InputError(f"the attestation flow failed at {', '.join(failed)}", where=str(path))
-        rec, ipa, length = _token_location(result)
-        data: bytes = reader(rec, ipa, length)
-        iak_text = target.info().facts.get(_IAK_FACT)
-    out.write_bytes(data)
-    expect = Expectations(challenge=challenge, rim=measured[0].digest if len(measured) == 1 else None)
-    report = verify(data, iak=_iak(iak_text) if iak_text else None, expect=expect)
-    _print_verification(report, str(out))
-    if not report.ok:
+    with build_target(_profile(ctx)) as target:
+        run = fetch_token(target, sequence)
+    out.write_bytes(run.token)
+    if run.iak is not None:
+        # Relying parties (Veraison among them) take the platform's IAK as PEM.
+        out.with_suffix(".iak.pem").write_bytes(run.iak.to_pem())
+    _print_verification(run.verification, str(out))
+    if not run.verification.ok:
         raise typer.Exit(1)
-
-
-def _challenge_of(spec: Any) -> bytes | None:
-    """The challenge the flow's RSI_ATTESTATION_TOKEN_INIT passes (as the realm's 64 bytes)."""
-    from cca_hil.seqformat import RmiStep, RsiStep, Wide
-
-    actions = []
-    for step in spec.steps:
-        if isinstance(step, RsiStep):
-            actions.append(step.action)
-        elif isinstance(step, RmiStep):
-            actions.extend(step.realm)
-    for action in actions:
-        if action.kind == "rsi" and action.name == "attestation_token_init":
-            raw = action.args.get("challenge")
-            if isinstance(raw, Wide):
-                return raw.data.ljust(64, b"\0")
-    return None
 
 
 # -- show / verify --------------------------------------------------------------------------------------
@@ -252,21 +175,40 @@ def verify_file(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="A CCA token (CBOR).")],
     iak: Annotated[
         str | None,
-        typer.Option("--iak", metavar="HEX", help="The platform's IAK: P-384 x‖y or a COSE_Key, in hex."),
+        typer.Option(
+            "--iak",
+            metavar="PEM|HEX",
+            help="The platform's IAK: a PEM file, or P-384 x‖y / a COSE_Key in hex.",
+        ),
     ] = None,
     challenge: Annotated[
         str | None, typer.Option("--challenge", metavar="HEX", help="The challenge the realm must have used.")
     ] = None,
     rim: Annotated[str | None, typer.Option("--rim", metavar="HEX", help="The expected RIM digest.")] = None,
+    sequence: Annotated[
+        Path | None,
+        typer.Option("--sequence", metavar="SEQ", help="Expect the RIM this sequence's realm has (offline)."),
+    ] = None,
 ) -> None:
     """Check a token's structure, signatures and RAK binding (exit 1 naming each failed check)."""
     from cca_hil.arch.token import Expectations, verify
 
+    if rim and sequence:
+        raise InputError("give either --rim or --sequence, not both", where="token verify")
+    expected_rim = _hex(rim, "rim") if rim else None
+    if sequence is not None:
+        from cca_hil.measure import measure_sequence
+        from cca_hil.sequences import load_sequence
+
+        realms = measure_sequence(load_sequence(sequence))
+        if len(realms) != 1:
+            raise InputError(f"the sequence creates {len(realms)} realms, expected one", where=str(sequence))
+        expected_rim = realms[0].digest
     expect = Expectations(
         challenge=_hex(challenge, "challenge").ljust(64, b"\0") if challenge else None,
-        rim=_hex(rim, "rim") if rim else None,
+        rim=expected_rim,
     )
-    report = verify(_read(file), iak=_iak(iak) if iak else None, expect=expect)
+    report = verify(_read(file), iak=parse_iak(iak) if iak else None, expect=expect)
     _print_verification(report, str(file))
     if not report.ok:
         raise typer.Exit(1)

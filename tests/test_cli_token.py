@@ -10,7 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cca_hil.cli_token import bundled_attestation_sequence, token_app
+from cca_hil.checks.attest import bundled_attestation_sequence
+from cca_hil.cli_token import token_app
 from cca_hil.measure import measure_sequence
 from cca_hil.profiles import build_target, load_profile
 from cca_hil.sequences import load_sequence

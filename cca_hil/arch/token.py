@@ -144,6 +144,35 @@ class EcPublicKey:
             raise TokenError("public_key", "COSE_Key lacks a known curve or its coordinates")
         return cls(curve, x, y)
 
+    def to_pem(self) -> bytes:
+        """SubjectPublicKeyInfo PEM of the key (how verifiers such as Veraison take an IAK)."""
+        from cryptography.hazmat.primitives import serialization
+
+        pem: bytes = self.to_cryptography().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return pem
+
+    @classmethod
+    def from_pem(cls, data: bytes) -> EcPublicKey:
+        """Decode a SubjectPublicKeyInfo PEM EC key (TokenError ``public_key`` otherwise)."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        try:
+            key = serialization.load_pem_public_key(data)
+        except ValueError as exc:
+            raise TokenError("public_key", f"not a PEM public key ({exc})") from exc
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise TokenError("public_key", "the PEM key is not an elliptic-curve key")
+        names = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+        curve = names.get(key.curve.name)
+        if curve is None:
+            raise TokenError("public_key", f"unsupported curve {key.curve.name}")
+        numbers = key.public_numbers()
+        size = (key.curve.key_size + 7) // 8
+        return cls(curve, numbers.x.to_bytes(size, "big"), numbers.y.to_bytes(size, "big"))
+
     def to_cryptography(self) -> Any:
         """The key as a ``cryptography`` EllipticCurvePublicKey (TokenError if it is not on the curve)."""
         from cryptography.hazmat.primitives.asymmetric import ec
