@@ -55,6 +55,11 @@ TERMINAL_COUNT = 4
 PORT_LINE = re.compile(rb"^(?P<name>\S+): Listening for serial connection on port (?P<port>\d+)\s*$")
 """The line each terminal prints on the model's stdout (same shape as meta-arm runfvp's regex)."""
 
+IRIS_LINE = re.compile(rb"^Iris server started listening to port (?P<port>\d+)\s*$")
+"""What ``-p/--print-port-number`` prints for the Iris debug server (§1.5)."""
+IRIS_PORT = "iris"
+"""The name the Iris server's port is recorded under, next to the terminals'."""
+
 VERSION_LINE = re.compile(r"Fast Models \[(\d+)\.(\d+)\.(\d+)")
 """``--version`` prints ``Fast Models [11.x.y (date)]`` (LAVA matches ``Fast Models[^\\n]+``)."""
 
@@ -78,6 +83,7 @@ FVP_PARAMS: dict[str, Any] = {
         f"terminal_{n}": {"mode": str, "start_port": int, "connect": bool} for n in range(TERMINAL_COUNT)
     },
     "agent_uart": int,
+    "iris": bool,
     "params": dict,
     "options": {
         "stat": bool,
@@ -333,6 +339,8 @@ class FvpConfig:
     )
     agent_uart: int = 0
     """The UART the resident agent talks on (BL33 owns uart0 after BL31 hands over, §1.3)."""
+    iris: bool = False
+    """Start the Iris debug server (``-I -p --iris-port 0``, loopback only) for debug-view memory reads."""
     params: tuple[tuple[str, str], ...] = ()
     """``-C name=value`` parameters in profile order."""
     stat: bool = False
@@ -419,6 +427,7 @@ class FvpConfig:
             applications=applications,
             terminals=tuple(terminals),
             agent_uart=agent_uart,
+            iris=section.get("iris", False),
             params=tuple(params.items()),
             stat=options.get("stat", False),
             quantum=options.get("quantum"),
@@ -489,6 +498,8 @@ def command_line(config: FvpConfig, *, binary: str | None = None) -> list[str]:
     for app in config.applications:
         instance, _, file = app.partition("=")
         argv += ["--application", f"{instance}={config.image_path(file)}"]
+    if config.iris:
+        argv += ["-I", "-p", "--iris-port", "0"]
     if config.stat:
         argv.append("--stat")
     if config.quantum is not None:
@@ -601,9 +612,10 @@ class PortLineParser:
             line = raw.rstrip(b"\r")
             if line.strip():
                 self.tail.append(line.decode("utf-8", "replace"))
-            match = PORT_LINE.match(line)
+            match = PORT_LINE.match(line) or IRIS_LINE.match(line)
             if match is not None:
-                name = match.group("name").decode("ascii", "replace")
+                named = "name" in match.re.groupindex
+                name = match.group("name").decode("ascii", "replace") if named else IRIS_PORT
                 if name not in self.ports:
                     self.ports[name] = found[name] = int(match.group("port"))
         return found
@@ -940,6 +952,8 @@ class FvpLauncher:
         )
         try:
             names = [t.name for t in self.config.connected_terminals]
+            if self.config.iris:
+                names.append(IRIS_PORT)
             process.wait_for_ports(names, self.config.timeouts.ports)
             process.connect_terminals()
         except BaseException:
@@ -1125,7 +1139,8 @@ def start_session(config: FvpConfig, *, run_dir: Path, state_path: Path | None =
         terminal_modes={t.name: t.mode for t in config.terminals},
     )
     try:
-        ports = _tail_for_ports(session, [t.name for t in config.connected_terminals], config.timeouts.ports)
+        wanted = [t.name for t in config.connected_terminals] + ([IRIS_PORT] if config.iris else [])
+        ports = _tail_for_ports(session, wanted, config.timeouts.ports)
     except BaseException:
         _stop_recorded(session, config.timeouts.shutdown, config.timeouts.kill)
         raise
