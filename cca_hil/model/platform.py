@@ -44,6 +44,46 @@ GPF_ROUTINGS: tuple[GpfRouting, ...] = ("abort", "el3")
 
 QuirkMode = Literal["spec", "tf-rmm"]
 QUIRK_MODES: tuple[QuirkMode, ...] = ("spec", "tf-rmm")
+QUIRK_ROWS: tuple[int, ...] = (1, 5, 6, 8, 9, 12, 13, 17, 19, 22)
+"""Rows of rmm-abi.md §12 where TF-RMM departs from the spec and the model offers both answers.
+
+The other rows either need concurrency or a rel0-only tag (#15, #20, #21) or are places where the
+spec allows a choice or is silent (#2, #3, #4, #7, #10, #11, #14, #16, #18): there the model
+always answers as TF-RMM does, in every mode.
+"""
+COMPAT_MODES: dict[str, QuirkMode] = {"spec": "spec", "tf-rmm-1.0": "tf-rmm"}
+"""Values of the profile key ``model.compat`` and the quirk mode each selects."""
+FAULT_STATUSES = ("error_input", "error_realm", "error_rec", "error_rtt")
+
+
+@dataclass(frozen=True)
+class RmmFault:
+    """Test-only fault switch: one failure condition of one command answers with the wrong status.
+
+    ``rmm.fault: {command: granule_delegate, condition: gran_state, status: error_rec}`` makes the
+    modelled RMM report ``error_rec`` (index 0) wherever the spec says ``gran_state`` holds. It
+    exists so that the differential runner's own detection can be tested on a board-sim.
+    """
+
+    command: str
+    condition: str
+    status: str
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> RmmFault:
+        """From a profile's ``rmm.fault`` mapping (ProfileError on a missing key or unknown status)."""
+        missing = [k for k in ("command", "condition", "status") if not isinstance(params.get(k), str)]
+        extra = sorted(set(params) - {"command", "condition", "status"})
+        if missing or extra:
+            raise ProfileError(
+                f"rmm.fault needs command, condition and status (missing {missing}, unknown {extra})"
+            )
+        fault = cls(str(params["command"]), str(params["condition"]), str(params["status"]))
+        if fault.status not in FAULT_STATUSES:
+            raise ProfileError(f"unknown rmm.fault.status {fault.status!r}", valid=FAULT_STATUSES)
+        return fault
+
+
 _RMM_RANGES = (
     ("aux_count", 0, 16),
     ("max_recs_order", 1, 15),
@@ -62,6 +102,11 @@ class RmmConfig:
     version: int = 0x10000
     quirks: QuirkMode = "spec"
     """``spec``: the specification's answer wherever TF-RMM departs from it; ``tf-rmm``: TF-RMM's."""
+    quirk_rows: tuple[int, ...] | None = None
+    """The §12 rows answered as TF-RMM does; None: every row of :data:`QUIRK_ROWS` under ``tf-rmm``,
+    none under ``spec``. ``[5, 6]`` switches exactly rows 5 and 6 (in either mode)."""
+    fault: RmmFault | None = None
+    """Test-only: one failure condition answered with a wrong status (see :class:`RmmFault`)."""
     s2sz: int = 48
     lpa2: bool = False
     sve: bool = False
@@ -89,12 +134,23 @@ class RmmConfig:
         """Reject values RMM 1.0 cannot report (ProfileError naming the field and its valid range)."""
         if self.quirks not in QUIRK_MODES:
             raise ProfileError(f"unknown rmm.quirks {self.quirks!r}", valid=QUIRK_MODES)
+        for row in self.quirk_rows or ():
+            if row not in QUIRK_ROWS:
+                raise ProfileError(
+                    f"rmm.quirk_rows: {row} is not a switchable §12 row", valid=[str(r) for r in QUIRK_ROWS]
+                )
         if self.vmid_bits not in (8, 16):
             raise ProfileError(f"rmm.vmid_bits {self.vmid_bits} is not a VMID width", valid=("8", "16"))
         for name, low, high in _RMM_RANGES:
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ProfileError(f"rmm.{name} {value} outside {low}..{high}")
+
+    def active_quirk_rows(self) -> frozenset[int]:
+        """The §12 rows answered as TF-RMM does."""
+        if self.quirk_rows is not None:
+            return frozenset(self.quirk_rows)
+        return frozenset(QUIRK_ROWS) if self.quirks == "tf-rmm" else frozenset()
 
     def feature_register_0(self) -> int:
         """RmiFeatureRegister0 in the 1.0-rel0 layout."""
@@ -270,9 +326,18 @@ class PlatformConfig:
         """Build from a profile's validated ``model`` section (unknown keys were rejected earlier)."""
         base = cls()
         rmm_params = dict(params.get("rmm", {}))
+        if "compat" in params:
+            compat = params["compat"]
+            if compat not in COMPAT_MODES:
+                raise ProfileError(f"unknown model.compat {compat!r}", valid=tuple(COMPAT_MODES))
+            rmm_params.setdefault("quirks", COMPAT_MODES[compat])
+        if "quirk_rows" in rmm_params:
+            rmm_params["quirk_rows"] = tuple(int(r) for r in rmm_params["quirk_rows"])
+        if "fault" in rmm_params:
+            rmm_params["fault"] = RmmFault.from_params(rmm_params["fault"])
         rmm = replace(base.rmm, **rmm_params) if rmm_params else base.rmm
         rmm.check()
-        top = {k: v for k, v in params.items() if k not in ("rmm", "regions", "granule_pool")}
+        top = {k: v for k, v in params.items() if k not in ("rmm", "regions", "granule_pool", "compat")}
         config = replace(base, rmm=rmm, **top)
         if "regions" in params:
             regions = tuple(

@@ -706,7 +706,7 @@ class RealmExecution:
         if isinstance(page, _Outcome):
             return page
         memory = self.rmm.memory
-        if not self.rmm.tf_rmm:
+        if not self.rmm.quirk(17):
             # rmm-abi.md §12 #17: the spec's other bytes are zero; TF-RMM leaves them as they were.
             memory.write(page, bytes(GRANULE))
         memory.write(page, realm.ipa_width.to_bytes(8, "little") + bytes([int(realm.hash_algo)]))
@@ -843,7 +843,7 @@ class RealmExecution:
             return None
         rmi = (mpidr & 0xFF_FF0F) | ((mpidr >> 32) & 0xFF) << 24
         realm = rec.owner
-        if self.rmm.tf_rmm:
+        if self.rmm.quirk(22):
             return rmi if rec_mpidr_index(rmi) < realm.rec_index else None
         return rmi if self.rmm.rec_of(realm, rmi) is not None else None
 

@@ -9,8 +9,9 @@ bare status code.
 ``RmmConfig.quirks`` selects the answer where TF-RMM departs from the
 specification (rmm-abi.md §12): ``spec`` answers the specification's column,
 ``tf-rmm`` TF-RMM's. Where the specification allows a choice or is silent both
-modes answer as TF-RMM does. Each mode check sits at its condition with a
-comment naming its §12 row.
+modes answer as TF-RMM does. Each mode check sits at its condition, asks
+:meth:`Rmm.quirk` with its §12 row number (``RmmConfig.quirk_rows`` switches
+rows one by one) and carries a comment naming the row.
 
 RMI_REC_ENTER runs the REC through :class:`~cca_hil.model.realm_exec.RealmExecution`,
 which carries out the realm payload's actions and the RMM's side of RSI and
@@ -163,7 +164,9 @@ class Rmm:
         self.monitor = monitor
         self.interface = RMI_1_0
         self.tf_rmm = config.quirks == "tf-rmm"
-        """TF-RMM's answers where it departs from the spec (rmm-abi.md §12)."""
+        """TF-RMM's register widths where the spec's are narrower (not §12 rows; ``quirks`` as a whole)."""
+        self._quirk_rows = config.active_quirk_rows()
+        self._fault = config.fault
         self.granules: dict[int, GranuleState] = {}
         """State of every granule that is not UNDELEGATED, by granule index."""
         self.realms: dict[int, Realm] = {}
@@ -217,16 +220,24 @@ class Rmm:
             regs = handler(args)
         except _Refused as refused:
             regs = refused.regs
-        if self.tf_rmm and fid != _RTT_READ_ENTRY_FID:
+        if self.quirk(19) and fid != _RTT_READ_ENTRY_FID:
             # rmm-abi.md §12 #19: TF-RMM preserves the caller's X4 unless the command outputs X4.
             return (regs[0], regs[1], regs[2], regs[3], args[3])
         return regs
+
+    def quirk(self, row: int) -> bool:
+        """Whether §12 row ``row`` answers as TF-RMM does (``RmmConfig.active_quirk_rows``)."""
+        return row in self._quirk_rows
 
     def _fail(self, command: RmiCommand, cond_id: str, *outputs: int, index: int | None = None) -> Regs:
         """X0..X4 for failure condition ``cond_id`` of ``command``; ``index`` when the rule is dynamic."""
         cond = self._conditions[command.name, cond_id]
         self.last_condition = cond.label
-        if index is None:
+        fault = self._fault
+        if fault is not None and fault.command == command.name and fault.condition in (cond.id, cond.label):
+            # Test-only fault switch (RmmConfig.fault): the wrong status for this one condition.
+            x0 = pack_return(RmiStatus[fault.status.upper()], 0)
+        elif index is None:
             x0 = self._fail_x0[command.name, cond.id]
         else:
             x0 = pack_return(cond.status, index)
@@ -382,7 +393,7 @@ class Rmm:
             return self._fail(command, fault)
         # rmm-abi.md §12 #1: TF-RMM only checks that each starting RTT is 4 KiB aligned;
         # the spec wants rtt_base aligned to the size of all concatenated starting RTTs.
-        rtt_alignment = GRANULE_SIZE if self.tf_rmm else num_start * GRANULE_SIZE
+        rtt_alignment = GRANULE_SIZE if self.quirk(1) else num_start * GRANULE_SIZE
         if rtt_base % rtt_alignment:
             return self._fail(command, "rtt_align")
         for i in range(num_start):
@@ -777,7 +788,7 @@ class Rmm:
         on = target.runnable
         permitted = status == _PSCI_SUCCESS or (status == _PSCI_DENIED and request.is_cpu_on and not on)
         if not permitted:
-            if self.tf_rmm and status == _PSCI_DENIED and request.is_cpu_on:
+            if self.quirk(13) and status == _PSCI_DENIED and request.is_cpu_on:
                 # rmm-abi.md §12 #13: TF-RMM answers the caller ALREADY_ON and clears the request
                 # before it rejects the status.
                 self._psci_result(calling, _PSCI_ALREADY_ON)
@@ -790,7 +801,7 @@ class Rmm:
                 self._psci_result(calling, _PSCI_DENIED)
             else:
                 # rmm-abi.md §12 #12: the spec resets the target's X1..X30; TF-RMM leaves them.
-                if not self.tf_rmm:
+                if not self.quirk(12):
                     target.gprs[1:] = [0] * (GPR_COUNT - 1)
                 target.gprs[0] = request.context
                 target.pc = request.entry
@@ -877,7 +888,7 @@ class Rmm:
         folded = child.fold()
         if folded is None:
             index = level
-            if self.tf_rmm and level == MIN_BLOCK_LEVEL and child.maps_block():
+            if self.quirk(5) and level == MIN_BLOCK_LEVEL and child.maps_block():
                 # rmm-abi.md §12 #5: a level-1 RTT of contiguous ASSIGNED(_NS) entries cannot become a
                 # level-0 block; TF-RMM reports the parent's level, the spec rtt_homo's own level.
                 index = level - 1
@@ -1064,7 +1075,7 @@ class Rmm:
         realm = self._rd_realm(command, rd)
         # rmm-abi.md §12 #6: TF-RMM rejects an unaligned base as an input error; the spec has no such
         # condition (the case falls to base_align below).
-        if self.tf_rmm and base & _ALIGN:
+        if self.quirk(6) and base & _ALIGN:
             return self._fail(command, "tf_rmm_base_granule_align")
         # rmm-abi.md §12 #7: top_gran_align before realm_state and the walk (TF-RMM order, allowed).
         if top & _ALIGN:
@@ -1086,7 +1097,7 @@ class Rmm:
         algo = realm.hash_algo
         while index < len(entries) and ipa + size <= top:
             entry = entries[index]
-            if self.tf_rmm:
+            if self.quirk(8):
                 # rmm-abi.md §12 #8: TF-RMM stops at the first entry that is not UNASSIGNED EMPTY/RAM;
                 # the spec's RttInitRipas processes every entry below top that is not a TABLE.
                 if entry.state is not Hipas.UNASSIGNED or entry.ripas is Ripas.DESTROYED:
@@ -1131,7 +1142,7 @@ class Rmm:
         first = entries[index]
         # rmm-abi.md §12 #9: the spec excuses an unaligned base or a stuck first entry whose RIPAS
         # already is the requested one; TF-RMM fails both.
-        already = not self.tf_rmm and first.ripas is target and first.state is not Hipas.TABLE
+        already = not self.quirk(9) and first.ripas is target and first.state is not Hipas.TABLE
         if base & (size - 1) and not already:
             return self._fail(command, "base_align", index=found.level)
         ipa = base
@@ -1140,7 +1151,7 @@ class Rmm:
             entry_top = found.rtt.ipa_of(index) + size
             if entry.state is Hipas.TABLE:
                 break
-            if entry.ripas is target and not self.tf_rmm:
+            if entry.ripas is target and not self.quirk(9):
                 ipa = min(entry_top, top)
                 index += 1
                 continue

@@ -71,9 +71,12 @@ class ModelTarget(Target):
         "regions": list,
         "granule_pool": list,
         "attestation": {"keys": str, "platform_token": str},
+        "compat": str,
         "rmm": {
             "version": int,
             "quirks": str,
+            "quirk_rows": list,
+            "fault": {"command": str, "condition": str, "status": str},
             "s2sz": int,
             "lpa2": bool,
             "sve": bool,
