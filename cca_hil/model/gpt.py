@@ -63,6 +63,9 @@ _UNIFORM: Final = 0x1111_1111_1111_1111
 _CONTIG_BYTES: Final = (0, 2 << 20, 32 << 20, 512 << 20)
 """Bytes of a Contiguous block by its Contig field (0b00 is reserved)."""
 
+L1Slot = tuple[memoryview, memoryview, int]
+"""Where EL3 edits one L1 entry: the table as bytes, the same table as 64-bit descriptors, the index."""
+
 
 def gpt_layout(regions: Iterable[MemoryRegion]) -> list[PasRegion]:
     """The PAS layout EL3 programs: every region that is not All-access, mapped through L1 tables.
@@ -81,7 +84,6 @@ class GranuleProtection:
         "_boot",
         "_cache",
         "_disabled",
-        "_entries",
         "_geometry",
         "_l0_base",
         "_l0_entry_shift",
@@ -96,10 +98,10 @@ class GranuleProtection:
         "_pps_bits",
         "_region_bases",
         "_regions",
+        "_tables",
         "_usual",
         "_valid",
         "_valid_descriptors",
-        "_views",
         "_views_epoch",
         "features",
         "gpccr",
@@ -164,8 +166,7 @@ class GranuleProtection:
         self._valid_descriptors: dict[int, bool] = {}
         self._patterns: dict[tuple[int, int], bytes] = {}
         self._cache: dict[int, tuple[Gpi, int]] = {}
-        self._views: dict[int, memoryview] = {}
-        self._entries: dict[int, memoryview] = {}
+        self._tables: dict[int, tuple[memoryview, memoryview]] = {}
         self._views_epoch = -1
         self.walks = 0
         """GPT walks performed (TLB misses)."""
@@ -183,25 +184,27 @@ class GranuleProtection:
             return self._regions[i]
         return None
 
-    def _view(self, base: int, size: int) -> memoryview:
-        """EL3's Root mapping of one table, kept while the store says its mappings hold."""
+    def _table(self, base: int, size: int) -> tuple[memoryview, memoryview]:
+        """EL3's Root mapping of one table, as bytes and as 64-bit descriptors; kept while the store says
+        its mappings hold.
+
+        The descriptor view is the same memory cast to ``Q`` (native order: hosts are little-endian, as
+        the table bytes), so reading or writing one descriptor is a single indexing operation.
+        """
         if self._views_epoch != self._memory.map_epoch:
             # Some table granule was replaced since: map every table afresh.
-            self._views.clear()
-            self._entries.clear()
+            self._tables.clear()
             self._views_epoch = self._memory.map_epoch
-        view = self._views.get(base)
-        if view is None:
-            view = self._views[base] = self._memory.map(base, size, ROOT)
+        found = self._tables.get(base)
+        if found is None:
+            view = self._memory.map(base, size, ROOT)
+            found = self._tables[base] = (view, view.cast("Q"))
             self._views_epoch = self._memory.map_epoch
-        return view
+        return found
 
-    def _entries_of(self, view: memoryview) -> memoryview:
-        """The same mapping as 64-bit descriptors (native order: hosts are little-endian, as the bytes)."""
-        entries = self._entries.get(id(view))
-        if entries is None or entries.obj is not view.obj:
-            entries = self._entries[id(view)] = view.cast("Q")
-        return entries
+    def _view(self, base: int, size: int) -> memoryview:
+        """EL3's Root mapping of one table (bytes)."""
+        return self._table(base, size)[0]
 
     def _table_view(self, pa: int) -> tuple[memoryview, int] | None:
         """EL3's mapping of the table holding ``pa`` and the offset of ``pa`` in it (None: not a table)."""
@@ -247,9 +250,7 @@ class GranuleProtection:
         """
         if not self._usual or pa >> self._pps_bits:
             return None
-        l0_view = self._view(self._l0_base, self._l0_map)
-        offset = 8 * ((pa & self._l0_index_mask) >> self._l0_entry_shift)
-        l0 = int.from_bytes(l0_view[offset : offset + 8], "little")
+        l0 = self._table(self._l0_base, self._l0_map)[1][(pa & self._l0_index_mask) >> self._l0_entry_shift]
         kind = l0 & 0xF
         if kind == 0b0001:
             gpi = _GPI_BY_VALUE[l0 >> 4 & 0xF]
@@ -259,9 +260,7 @@ class GranuleProtection:
         table = l0 & _L0_TABLE_ADDRESS
         if kind != 0b0011 or l0 >> 52 or l0 & 0xFF0 or table not in self._l1_set:
             return None  # the tables EL3 built are aligned and below the PPS
-        offset = 8 * ((pa & self._l1_index_mask) >> (self._pgs + 4))
-        l1_view = self._view(table, self._l1_size)
-        value = int.from_bytes(l1_view[offset : offset + 8], "little")
+        value = self._table(table, self._l1_size)[1][(pa & self._l1_index_mask) >> (self._pgs + 4)]
         if value & 0xF == 0b0001:
             gpi = _GPI_BY_VALUE[value >> 4 & 0xF]
             if value >> 10 or not value >> 8 & 0b11 or gpi is None or gpi not in self._valid:
@@ -381,19 +380,23 @@ class GranuleProtection:
 
     # -- EL3's table surgery -------------------------------------------------------------
 
-    def l1_slot(self, pa: int) -> tuple[memoryview, int] | None:
-        """EL3's mapping of the L1 table covering ``pa`` and the byte offset of its entry (None: L0 Block)."""
-        l0_view = self._view(self._l0_base, self._l0_map)
-        offset = 8 * ((pa & self._l0_index_mask) >> self._l0_entry_shift)
-        l0 = int.from_bytes(l0_view[offset : offset + 8], "little")
+    def l1_slot(self, pa: int) -> L1Slot | None:
+        """EL3's mapping of the L1 table covering ``pa`` and the index of its entry (None: L0 Block).
+
+        The slot is (bytes view, descriptor view, descriptor index) of the table the L0 entry
+        names now; it stays valid until the store remaps a table granule (it is taken afresh
+        on every transition).
+        """
+        l0 = self._table(self._l0_base, self._l0_map)[1][(pa & self._l0_index_mask) >> self._l0_entry_shift]
         if l0 & 0xF != 0b0011:
             return None
         table = l0 & _L0_TABLE_ADDRESS
         if table in self._l1_set:
-            view = self._view(table, self._l1_size)
+            view, entries = self._table(table, self._l1_size)
         else:
             view = self._memory.map(table, self._l1_size, ROOT)
-        return view, 8 * ((pa & self._l1_index_mask) >> (self._pgs + 4))
+            entries = view.cast("Q")
+        return view, entries, (pa & self._l1_index_mask) >> (self._pgs + 4)
 
     def l1_entry(self, pa: int) -> tuple[int, int] | None:
         """(address, value) of the L1 entry covering ``pa``; None when its L0 entry is not a Table."""
@@ -410,13 +413,13 @@ class GranuleProtection:
             return value >> 4 & 0xF
         return value >> (4 * (pa >> self._pgs & 0xF)) & 0xF
 
-    def _slot(self, pa: int, slot: tuple[memoryview, int] | None) -> tuple[memoryview, int]:
+    def _slot(self, pa: int, slot: L1Slot | None) -> L1Slot:
         found = slot if slot is not None else self.l1_slot(pa)
         if found is None:
             raise ValueError(f"{pa:#x} is not under an L1 table: its PAS cannot change")
         return found
 
-    def shatter(self, pa: int, slot: tuple[memoryview, int] | None = None) -> int:
+    def shatter(self, pa: int, slot: L1Slot | None = None) -> int:
         """Split the Contiguous descriptor covering ``pa`` as TF-A's ``shatter_block``; the old block size.
 
         A 512 MB block becomes 32 MB blocks, the one holding ``pa`` 2 MB blocks,
@@ -424,8 +427,8 @@ class GranuleProtection:
         when the entry already is a Granules descriptor. The caller owes a TLBI
         RPALOS over the returned size (R_RSSKBB).
         """
-        view, offset = slot if slot is not None else self._slot(pa, slot)
-        value = int.from_bytes(view[offset : offset + 8], "little")
+        view, entries, index = self._slot(pa, slot)
+        value = entries[index]
         if value & 0xF != 0b0001:
             return 0
         # Descriptors as ints (D9.6.3/4): Contiguous = Contig << 8 | GPI << 4 | 1; Granules = GPI × 16.
@@ -436,26 +439,28 @@ class GranuleProtection:
         patterns = self._patterns
         while contig:
             # The whole block as blocks of the next size down (Granules descriptors below 2 MB); the one
-            # holding ``pa`` is split in turn.
+            # holding ``pa`` is split in turn. Each block is written whole, as TF-A does, so the bytes
+            # after every level are TF-A's.
             smaller = contig - 1
             descriptor = smaller << 8 | gpi << 4 | 0b0001 if smaller else gpi * _UNIFORM
             count = _CONTIG_BYTES[contig] >> span_shift
-            first = offset & ~(8 * count - 1)
-            pattern = patterns.get((descriptor, count)) or self._pattern(descriptor, count)
-            view[first : first + 8 * count] = pattern
+            first = 8 * (index & ~(count - 1))
+            view[first : first + 8 * count] = patterns.get((descriptor, count)) or self._pattern(
+                descriptor, count
+            )
             contig = smaller
         return old
 
-    def set_gpi(self, pa: int, gpi: int, slot: tuple[memoryview, int] | None = None) -> None:
+    def set_gpi(self, pa: int, gpi: int, slot: L1Slot | None = None) -> None:
         """Rewrite the GPI field of the granule ``pa`` in its (shattered) Granules descriptor."""
-        view, offset = slot if slot is not None else self._slot(pa, slot)
-        value = int.from_bytes(view[offset : offset + 8], "little")
+        _, entries, index = self._slot(pa, slot)
+        value = entries[index]
         if value & 0xF == 0b0001:
             raise ValueError(f"the L1 entry of {pa:#x} is Contiguous: shatter it first")
         shift = 4 * (pa >> self._pgs & 0xF)
-        view[offset : offset + 8] = (value & ~(0xF << shift) | gpi << shift).to_bytes(8, "little")
+        entries[index] = value & ~(0xF << shift) | gpi << shift
 
-    def fuse(self, pa: int, slot: tuple[memoryview, int] | None = None) -> None:
+    def fuse(self, pa: int, slot: L1Slot | None = None) -> None:
         """Fold the blocks around ``pa`` back into Contiguous descriptors, as TF-A's ``fuse_block``.
 
         2 MB: all 32 Granules descriptors hold one GPI in every field; 32 MB and
@@ -463,10 +468,14 @@ class GranuleProtection:
         block's Contiguous descriptor with the same GPI. Replacing descriptors
         that encode the same GPIs needs no TLBI (R_RNNHCF).
         """
-        view, offset = slot if slot is not None else self._slot(pa, slot)
-        entries = self._entries_of(view)
+        view, entries, index = self._slot(pa, slot)
+        # Cheap refusal first: the 2 MB block fuses only if every one of its descriptors is the uniform
+        # Granules descriptor of its first, so ``pa``'s own descriptor must be uniform (the usual case
+        # right after a delegation, which leaves one Realm field among Non-secure ones).
+        own = entries[index]
+        if own != (own & 0xF) * _UNIFORM:
+            return
         span_shift = self._pgs + 4
-        index = offset >> 3
         count = _CONTIG_BYTES[1] >> span_shift
         first = index & ~(count - 1)
         value = entries[first]
@@ -474,7 +483,8 @@ class GranuleProtection:
         if gpi == 0b0001 or value != gpi * _UNIFORM or gpi not in self._valid:
             return
         patterns = self._patterns
-        if view[8 * first : 8 * (first + count)].tobytes() != (
+        # A memoryview compares with bytes by value, without a copy.
+        if view[8 * first : 8 * (first + count)] != (
             patterns.get((value, count)) or self._pattern(value, count)
         ):
             return

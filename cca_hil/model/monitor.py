@@ -60,6 +60,7 @@ _POLICY: Final = {
 """current → target GPI encodings each caller's Security state may ask for (§6.5 check 6)."""
 _NOTHING: Final[frozenset[tuple[int, int]]] = frozenset()
 _REALM_POLICY: Final = _POLICY[Pas.REALM]
+_PA_END: Final = 1 << 64
 
 
 class SmcHandler(Protocol):
@@ -149,76 +150,72 @@ class Monitor:
 
     def gtsi_delegate(self, pa: int) -> bool:
         """RMM_GTSI_DELEGATE (NS → Realm) as :meth:`rmm_call` makes it; True on E_RMM_OK."""
-        return not self.gpt_transition_pas(pa, GRANULE_SIZE, Gpi.REALM, caller=Pas.REALM)
+        return not self._transition_granule(pa, _RL, _REALM_POLICY)
 
     def gtsi_undelegate(self, pa: int) -> bool:
         """RMM_GTSI_UNDELEGATE (Realm → NS) as :meth:`rmm_call` makes it; True on E_RMM_OK."""
-        return not self.gpt_transition_pas(pa, GRANULE_SIZE, Gpi.NONSECURE, caller=Pas.REALM)
+        return not self._transition_granule(pa, _NS, _REALM_POLICY)
 
     def gpt_transition_pas(self, base: int, size: int, target: Gpi, *, caller: Pas) -> int:
         """TF-A ``gpt_transition_pas``: its checks in order (§6.5), then the sequence of §5.4; 0 or -errno."""
-        gpt = self._gpt
         if size != GRANULE_SIZE:
             return EINVAL
         target_gpi = int(target)
         if target_gpi not in _RUNTIME_GPIS:
             return EPERM
-        if base < 0 or base + size > 1 << 64:
+        return self._transition_granule(
+            base, target_gpi, _REALM_POLICY if caller is Pas.REALM else _POLICY.get(caller, _NOTHING)
+        )
+
+    def _transition_granule(self, base: int, target: int, allowed: frozenset[tuple[int, int]]) -> int:
+        """``gpt_transition_pas`` of one granule to the runtime GPI ``target``, from its address checks on.
+
+        ``allowed`` is the caller's (current, target) policy. TF-A's ``gpt_delegate`` and
+        ``gpt_undelegate`` (§5.4) are written out here rather than split into helpers: this is the
+        body of every RMI_GRANULE_(UN)DELEGATE, and each step is one descriptor operation.
+        """
+        if base < 0 or base + GRANULE_SIZE > _PA_END:
             return EINVAL
         # The very last granule below 2^PPS is refused too (strict <, rme-gpt-mec.md §10 #11).
-        if base & (GRANULE_SIZE - 1) or not base + size < self._protected_size:
+        if base & (GRANULE_SIZE - 1) or not base + GRANULE_SIZE < self._protected_size:
             return EINVAL
+        gpt = self._gpt
         slot = gpt.l1_slot(base)
         if slot is None:
             return EINVAL
-        view, offset = slot
-        value = int.from_bytes(view[offset : offset + 8], "little")
+        value = slot[1][slot[2]]
         # The current GPI: of a Contiguous descriptor, or the granule's field of a Granules descriptor.
-        current = value >> 4 & 0xF if value & 0xF == 0b0001 else value >> (4 * (base >> 12 & 0xF)) & 0xF
-        allowed = _REALM_POLICY if caller is Pas.REALM else _POLICY.get(caller, _NOTHING)
-        if (current, target_gpi) not in allowed:
+        contiguous = value & 0xF == 0b0001
+        current = value >> 4 & 0xF if contiguous else value >> (4 * (base >> 12 & 0xF)) & 0xF
+        if (current, target) not in allowed:
             return EPERM
-        if value & 0xF == 0b0001:
-            self._shatter(base, slot)
+        skip_tlbi = self._skip_tlbi
+        if contiguous:
+            old = gpt.shatter(base, slot)
+            if old and not skip_tlbi:
+                self.tlb_invalidations += 1
+                gpt.tlbi_rpalos(base & ~(old - 1), old)
         if current == _NS:
-            self._delegate(base, target_gpi, slot)
+            # gpt_delegate: DC CIPAPA of the target PAS (nothing a previous owner left in caches
+            # survives), the GPT write and its TLBI, then DC CIPAPA of the Non-secure PAS (dirty Host
+            # lines reach memory), fuse.
+            gpt.set_gpi(base, target, slot)
+            if not skip_tlbi:
+                self.tlb_invalidations += 1
+                gpt.tlbi_rpalos(base, GRANULE_SIZE)
+            self.cache_cleans += 2
         else:
-            self._undelegate(base, slot)
+            # gpt_undelegate: via No-access (+TLBI), DC CIPAPA of the source PAS (the RMM's scrub
+            # reaches memory) then of the Non-secure PAS (no stale lines), GPI NS (+TLBI), fuse.
+            gpt.set_gpi(base, _NA, slot)
+            if not skip_tlbi:
+                self.tlb_invalidations += 1
+                gpt.tlbi_rpalos(base, GRANULE_SIZE)
+            self.cache_cleans += 2
+            gpt.set_gpi(base, _NS, slot)
+            if not skip_tlbi:
+                self.tlb_invalidations += 1
+                gpt.tlbi_rpalos(base, GRANULE_SIZE)
+        gpt.fuse(base, slot)
         self.transitions += 1
         return 0
-
-    def _delegate(self, pa: int, target: int, slot: tuple[memoryview, int]) -> None:
-        """TF-A ``gpt_delegate`` after the shatter: flush target, GPT write + TLBI, flush NS, fuse (§5.4)."""
-        gpt = self._gpt
-        # DC CIPAPA of the target PAS (nothing a previous owner left in caches survives), the GPT
-        # write and its TLBI, then DC CIPAPA of the Non-secure PAS (dirty Host lines reach memory).
-        gpt.set_gpi(pa, target, slot)
-        self._tlbi(pa, GRANULE_SIZE)
-        self._dc_cipapa(2)
-        gpt.fuse(pa, slot)
-
-    def _undelegate(self, pa: int, slot: tuple[memoryview, int]) -> None:
-        """TF-A ``gpt_undelegate`` after the shatter: via No-access, flush both PAS, GPI NS, fuse (§5.4)."""
-        gpt = self._gpt
-        gpt.set_gpi(pa, _NA, slot)
-        self._tlbi(pa, GRANULE_SIZE)
-        self._dc_cipapa(2)  # source PAS (the RMM's scrub reaches memory), then Non-secure (no stale lines)
-        gpt.set_gpi(pa, _NS, slot)
-        self._tlbi(pa, GRANULE_SIZE)
-        gpt.fuse(pa, slot)
-
-    def _shatter(self, pa: int, slot: tuple[memoryview, int]) -> None:
-        old = self._gpt.shatter(pa, slot)
-        if old:
-            self._tlbi(pa & ~(old - 1), old)
-
-    def _tlbi(self, base: int, size: int) -> None:
-        """TLBI RPALOS + DSB OSH, unless this EL3 is configured to forget it."""
-        if self._skip_tlbi:
-            return
-        self.tlb_invalidations += 1
-        self._gpt.tlbi_rpalos(base, size)
-
-    def _dc_cipapa(self, times: int = 1) -> None:
-        # Clean+invalidate the granule to the PoPA: nothing is held above it in the model.
-        self.cache_cleans += times
