@@ -223,6 +223,23 @@ def test_every_realm_action_kind_gives_the_models_results(serve: Serve, model: M
     assert {len(s.registers) for s in observed} == {0, 1, 4, 9, 32}
 
 
+def test_every_realm_action_through_a_noisy_line_runs_once_and_gives_the_models_results(
+    serve: Serve, model: ModelTarget
+) -> None:
+    sequence = load_sequence(EVERY_ACTION)
+    want = Runner(model).run_all([sequence], command="conformance")
+    emulator = AgentEmulator(model_machine(), boot_delay=0.2, gap=0.02)
+    noisy = FAST + "    retries: 24\n    noise: ber=1e-4,drop=1e-3,dup=1e-3\n    noise_seed: 5\n"
+    with serve(emulator, link=noisy) as target:
+        got = Runner(target).run_all([sequence], command="conformance")
+        assert target.link is not None
+        stats = target.link.stats
+    assert_same_results(got, want, target.capabilities)
+    # Damage was met and answers were replayed, yet every request (REALM_RUN too) ran once.
+    assert stats.resends > 0 and emulator.replays > 0
+    assert emulator.duplicates() == {}
+
+
 def test_a_replayed_realm_run_is_answered_from_the_cache_and_runs_once(model: ModelTarget) -> None:
     # A realm whose REC0 ended its last entry with an IRQ exit, on the model's machine.
     result = Runner(model).run_all([load_sequence(EVERY_ACTION)], command="conformance")
