@@ -51,6 +51,8 @@ class Profile:
     params: Mapping[str, Any] = field(default_factory=dict)
     """The kind's own section (``model:``, ``fvp:`` …) after overrides."""
     source: str = "<built-in>"
+    shadow: Mapping[str, Any] = field(default_factory=dict)
+    """A non-model profile's ``model:`` section: how its shadow model answers (``cca_hil.shadow``)."""
 
     def param(self, dotted: str, default: Any = None) -> Any:
         """A parameter by dotted path inside the kind's section."""
@@ -196,27 +198,39 @@ def load_profile(name_or_path: str = DEFAULT_PROFILE, overrides: Iterable[str] =
     if not isinstance(kind, str):
         raise ProfileError("missing 'kind'", where=where, valid=sorted(TARGET_KINDS))
     cls = target_class(kind)
-    allowed = (*TOP_LEVEL_KEYS, kind)
+    from cca_hil.shadow import SHADOW_PARAMS
+
+    allowed = (*TOP_LEVEL_KEYS, kind) if kind == "model" else (*TOP_LEVEL_KEYS, kind, "model")
     for key in data:
         if key not in allowed:
             line = data.line_of(key) if isinstance(data, LineDict) else 0
             raise ProfileError(f"unknown key {key!r}", where=f"{where}:{line}", valid=allowed)
     schema = cls.PARAMS  # type: ignore[attr-defined]
     params = validate(data.get(kind) or {}, schema, where=where, path=kind)
+    shadow: dict[str, Any] = {}
+    if kind != "model":
+        shadow = validate(data.get("model") or {}, SHADOW_PARAMS, where=where, path="model")
     for assignment in [*_env_overrides(), *overrides]:
         keys, value = parse_assignment(assignment)
+        target_params = params
         if keys and keys[0] == kind:
             keys = keys[1:]
+        elif keys and keys[0] == "model" and kind != "model":
+            # A non-model profile's shadow model: --set model.compat=tf-rmm-1.0
+            keys, target_params = keys[1:], shadow
         if not keys:
             raise ProfileError(f"bad override {assignment!r}")
-        _apply(params, keys, value)
+        _apply(target_params, keys, value)
     params = validate(params, schema, where=f"{where} (after --set)", path=kind)
+    if kind != "model":
+        shadow = validate(shadow, SHADOW_PARAMS, where=f"{where} (after --set)", path="model")
     return Profile(
         name=str(data.get("name", path.stem)),
         kind=kind,
         description=str(data.get("description", "")),
         params=params,
         source=where,
+        shadow=shadow,
     )
 
 

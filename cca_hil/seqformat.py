@@ -123,6 +123,8 @@ CHECKS = ("pas",)
 PAS_NAMES = ("secure", "nonsecure", "realm", "root", "any", "none")
 ACCESS_STATUSES = ("ok", "gpf", "fault")
 TOP_LEVEL_KEYS = ("sequence", "description", "requires", "granules", "steps")
+FEATURE_REQUIREMENTS: tuple[str, ...] = ("rmm-1.0", "lpa2", "sha512", "sve", "pmu")
+"""``requires:`` items besides capabilities: facts of the target's RMM (RMI_VERSION, RMI_FEATURES[0])."""
 
 _STEP_KEYS: dict[str, tuple[str, ...]] = {
     "rmi": ("rmi", "name", "args", "expect", "save", "condition", "realm"),
@@ -391,6 +393,8 @@ class Sequence:
     requires: tuple[str, ...] = ()
     granules: tuple[str, ...] = ()
     steps: tuple[Step, ...] = ()
+    raw_steps: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+    """The steps as written (plain YAML data), one per compiled step: divergence reproducers copy them."""
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -399,6 +403,15 @@ class Sequence:
 # ---------------------------------------------------------------------------
 # The compiler
 # ---------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """YAML data without line bookkeeping: plain dicts and lists (for writing back out)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _type_name(value: object) -> str:
@@ -1298,6 +1311,7 @@ class _Compiler:
             requires=requires,
             granules=self.granules,
             steps=tuple(steps),
+            raw_steps=tuple(_plain(raw) for raw in raw_steps),
         )
 
     def requires(self, raw: object, line: int) -> tuple[str, ...]:
@@ -1306,9 +1320,10 @@ class _Compiler:
         items = [raw] if isinstance(raw, str) else raw
         if not isinstance(items, list):
             raise self.error(f"requires must be a list of capabilities, got {_type_name(raw)}", line)
+        valid = (*Capability.ALL, *FEATURE_REQUIREMENTS)
         for item in items:
-            if item not in Capability.ALL:
-                raise self.error(f"unknown capability {item!r}", line, valid=Capability.ALL)
+            if item not in valid:
+                raise self.error(f"unknown capability {item!r}", line, valid=valid)
         return tuple(items)
 
     def granule_names(self, raw: object, line: int) -> tuple[str, ...]:

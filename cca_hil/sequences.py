@@ -9,11 +9,15 @@ step to the event stream (``cca_hil.results``).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from cca_hil import __version__
 from cca_hil.arch.rmi import GRANULE_SIZE, MASK64, SMCCC_NOT_SUPPORTED, RmiStatus, status_name, to_signed64
@@ -30,6 +34,7 @@ from cca_hil.results import Events, Outcome, RunResult, SequenceResult, StepResu
 from cca_hil.rmi_client import GranuleAllocator, RmiClient, RmiResult
 from cca_hil.seqformat import (
     EXIT_REASON_NAMES,
+    FEATURE_REQUIREMENTS,
     PSCI_STATUS_NAMES,
     RIPAS_NAMES,
     RSI_COMMANDS,
@@ -51,7 +56,17 @@ from cca_hil.seqformat import (
     load_sequence_text,
     parse_value,
 )
+from cca_hil.shadow import (
+    RecordingAllocator,
+    ReplayAllocator,
+    RmmFacts,
+    addresses_in,
+    build_shadow,
+    granule_view,
+    read_rmm_facts,
+)
 from cca_hil.targets.base import Capability, Target, TargetInfo
+from cca_hil.targets.model import ModelTarget
 
 __all__ = [
     "RealmAction",
@@ -166,18 +181,74 @@ def _shown(value: object) -> object:
     return value
 
 
-class Runner:
-    """Runs compiled sequences on one target and reports every step (DESIGN.md "Results and exit codes")."""
+def _as_expect(answer: StepResult) -> object:
+    """The target's answer written as a step's ``expect``."""
+    if answer.op in ("access", "check") or answer.index is None:
+        return answer.status
+    return {"status": answer.status, "index": answer.index}
 
-    def __init__(self, target: Target, *, events: Events | None = None) -> None:
+
+def reproducer_document(
+    sequence: Sequence, position: int, answers: list[StepResult], number: int
+) -> dict[str, Any]:
+    """The steps up to ``position`` with the target's answers as ``expect`` (a loadable sequence)."""
+    steps: list[Any] = []
+    for raw, answer in zip(sequence.raw_steps[: position + 1], answers, strict=False):
+        step = dict(raw)
+        if answer.outcome is not Outcome.SKIPPED and answer.status is not None:
+            step["expect"] = _as_expect(answer)
+        steps.append(step)
+    document: dict[str, Any] = {
+        "sequence": f"{sequence.name}-divergence-{number}",
+        "description": f"Reproduces divergence {number} of {sequence.name} ({sequence.source}) "
+        f"at step {answers[position].name!r}: run it on the same target with --compare.",
+    }
+    if sequence.requires:
+        document["requires"] = list(sequence.requires)
+    if sequence.granules:
+        document["granules"] = list(sequence.granules)
+    document["steps"] = steps
+    return document
+
+
+class Runner:
+    """Runs compiled sequences on one target and reports every step (DESIGN.md "Results and exit codes").
+
+    With ``compare`` a shadow model (:mod:`cca_hil.shadow`) runs every step in lockstep on the same
+    granules and predicts its answer: each step result carries ``predicted`` and ``matched``, and a
+    step whose answer differs from the prediction is ``diverged``. A step that both misses its
+    ``expect`` and diverges is reported as ``diverged`` (its message names both): the divergence says
+    where the fault lies — the target departs from the model — and ``diverged`` ranks above ``failed``.
+    The first divergence of each sequence writes a reproducer and a report into ``run_dir``.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        events: Events | None = None,
+        compare: bool = False,
+        stop_on_divergence: bool = False,
+        run_dir: Path | None = None,
+    ) -> None:
         self.target = target
         self.events = events if events is not None else Events()
         self.client = RmiClient(target)
+        self.compare = compare
+        self.stop_on_divergence = stop_on_divergence
+        self.run_dir = run_dir if run_dir is not None else target.run_dir
+        self.divergences = 0
+        """Steps (and realm results) that diverged from the model in this runner's runs."""
+        self.reports: list[Path] = []
+        """Reproducers written (``divergence-<n>.yaml``), one per sequence that diverged."""
         self._info: TargetInfo | None = None
+        self._facts: RmmFacts | None = None
         self._allocator: GranuleAllocator | None = None
+        self._shadow: Runner | None = None
         self._next_vmid = 1
         self._aux_count: int | None = None
         self._transport_broken = False
+        self._stopped = False
 
     # -- target facts, fetched once -----------------------------------------
 
@@ -189,11 +260,45 @@ class Runner:
         return self._info
 
     @property
+    def facts(self) -> RmmFacts:
+        """The target's RMI_VERSION answer and feature register 0 (asked once per runner)."""
+        if self._facts is None:
+            self._facts = read_rmm_facts(self.target)
+        return self._facts
+
+    @property
     def allocator(self) -> GranuleAllocator:
-        """Granules for every sequence this runner runs, from the target's pool."""
+        """Granules for every sequence this runner runs, from the target's pool (logged when comparing)."""
         if self._allocator is None:
-            self._allocator = GranuleAllocator(self.info.granule_pool)
+            pool = self.info.granule_pool
+            self._allocator = RecordingAllocator(pool) if self.compare else GranuleAllocator(pool)
         return self._allocator
+
+    @property
+    def shadow(self) -> ModelTarget | None:
+        """The shadow model predicting the target (None when not comparing or not yet built)."""
+        if self._shadow is None:
+            return None
+        target = self._shadow.target
+        assert isinstance(target, ModelTarget)
+        return target
+
+    def _ensure_shadow(self) -> Runner:
+        """The shadow runner, built at first need: AbiMismatch when the target's RMI is not the model's."""
+        if self._shadow is None:
+            self.facts.check_abi(self.target.name)
+            model = build_shadow(self.target, self.info, self.facts)
+            shadow = Runner(model)
+            allocator = self.allocator
+            assert isinstance(allocator, RecordingAllocator)
+            shadow._allocator = ReplayAllocator(allocator)
+            self._shadow = shadow
+        return self._shadow
+
+    def _lacks(self, requirement: str) -> bool:
+        if requirement in FEATURE_REQUIREMENTS:
+            return not self.facts.provides(requirement)
+        return not self.target.has(requirement)
 
     # -- public entry points ----------------------------------------------------
 
@@ -208,11 +313,20 @@ class Runner:
             command=command,
         )
         self.events.run_started(run)
+        try:
+            if self.compare:
+                self._ensure_shadow()
+        except TargetError as exc:
+            # One clear error (an RMM 2.0, a target that will not answer) instead of a cascade of divergences.
+            run.error = f"cannot compare with the model: {exc}"
+            sequences = ()
         for sequence in sequences:
             result = self.run(sequence)
             run.sequences.append(result)
             if result.error and self._transport_broken:
                 run.error = result.error
+                break
+            if self._stopped:
                 break
         run.ended = now()
         self.events.run_finished(run)
@@ -228,19 +342,25 @@ class Runner:
             started=now(),
         )
         self.events.sequence_started(result, len(sequence.steps))
-        missing = [cap for cap in sequence.requires if not self.target.has(cap)]
-        if missing:
-            result.skipped_reason = f"target {self.target.name!r} lacks {', '.join(missing)}"
+        try:
+            missing = [cap for cap in sequence.requires if self._lacks(cap)]
+            shadow = self._ensure_shadow() if self.compare and not missing else None
+            session = self._session(sequence) if not missing else None
+            shadow_session = shadow._session(sequence) if shadow is not None else None
+        except TargetError as exc:
+            result.error = f"could not prepare the sequence: {exc}"
+            self._transport_broken = isinstance(exc, TransportError)
         else:
-            try:
-                session = self._session(sequence)
-            except TargetError as exc:
-                result.error = f"could not prepare the sequence: {exc}"
-                self._transport_broken = isinstance(exc, TransportError)
-            else:
-                self._steps(sequence, session, result)
+            if missing:
+                derived = [m for m in missing if m in FEATURE_REQUIREMENTS]
+                why = f" (its RMM reports RMI {self.facts.describe_version()})" if derived else ""
+                result.skipped_reason = f"target {self.target.name!r} lacks {', '.join(missing)}{why}"
+            elif session is not None:
+                self._steps(sequence, session, result, shadow_session)
                 if not self._transport_broken:
                     self._tidy(session)
+                    if shadow is not None and shadow_session is not None:
+                        shadow._tidy(shadow_session)
         result.ended = now()
         self.events.sequence_finished(result)
         return result
@@ -262,8 +382,16 @@ class Runner:
         env.update(self.allocator.named(sequence.granules))
         return _Session(env=env)
 
-    def _steps(self, sequence: Sequence, session: _Session, result: SequenceResult) -> None:
-        for step in sequence.steps:
+    def _steps(
+        self,
+        sequence: Sequence,
+        session: _Session,
+        result: SequenceResult,
+        shadow_session: _Session | None = None,
+    ) -> None:
+        answers: list[StepResult] = []
+        reported = False
+        for position, step in enumerate(sequence.steps):
             started = time.perf_counter()
             call = _Call()
             outcome = Outcome.PASSED
@@ -283,6 +411,9 @@ class Runner:
                     outcome, message = Outcome.FAILED, "; ".join(call.problems)
             if outcome is not Outcome.PASSED:
                 self._forget(step, session, message)
+            predicted: _Call | None = None
+            if self._shadow is not None and shadow_session is not None:
+                predicted = self._shadow._predict(step, shadow_session)
             step_result = StepResult(
                 name=step.name,
                 op=step.op,
@@ -299,6 +430,27 @@ class Runner:
                 duration=time.perf_counter() - started,
                 line=step.line,
             )
+            diverged = False
+            if predicted is not None:
+                diverged = self._judge(step_result, predicted)
+                for extra, model_extra in zip(call.extra, predicted.extra, strict=False):
+                    diverged = self._judge_extra(extra, model_extra) or diverged
+                for extra in call.extra[len(predicted.extra) :]:
+                    extra.matched, extra.predicted = (
+                        False,
+                        {"error": "the model's realm did not observe this"},
+                    )
+                    extra.outcome, extra.message = (
+                        Outcome.DIVERGED,
+                        "diverged: the model predicts no such result",
+                    )
+                    diverged = True
+            answers.append(step_result)
+            if diverged:
+                self.divergences += 1
+                if not reported:
+                    reported = True
+                    self._report_divergence(sequence, position, answers, call, step_result)
             result.steps.append(step_result)
             self.events.step_finished(result, step_result)
             for extra in call.extra:
@@ -306,6 +458,129 @@ class Runner:
                 self.events.step_finished(result, extra)
             if result.error:
                 return
+            if diverged and self.stop_on_divergence:
+                self._stopped = True
+                return
+
+    # -- the shadow's side ----------------------------------------------------------
+
+    def _predict(self, step: Step, session: _Session) -> _Call:
+        """Run ``step`` on this (shadow) runner's model; the call as the model answered it."""
+        call = _Call()
+        try:
+            self._execute(step, session, call)
+        except (CapabilityError, _Unresolved, TargetError) as exc:
+            call.problems.append(f"the model could not run the step: {exc}")
+            call.status = None
+            call.registers = ()
+            call.outputs = {"error": str(exc)}
+            self._forget(step, session, str(exc))
+        else:
+            if call.problems:
+                self._forget(step, session, "; ".join(call.problems))
+        return call
+
+    @staticmethod
+    def _answer(
+        registers: tuple[int, ...], status: str | None, index: int | None, outputs: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """An answer as results show it; the fault's free-text description is not part of it."""
+        return {
+            "registers": [f"{r:#x}" for r in registers],
+            "status": status,
+            "index": index,
+            "outputs": {k: _shown(v) for k, v in outputs.items() if k != "fault"},
+        }
+
+    @classmethod
+    def _differences(cls, actual: dict[str, Any], predicted: dict[str, Any]) -> list[str]:
+        out: list[str] = []
+        if actual["status"] != predicted["status"]:
+            out.append(f"status {actual['status']}, model {predicted['status']}")
+        if actual["index"] != predicted["index"]:
+            out.append(f"index {actual['index']}, model {predicted['index']}")
+        ours, theirs = actual["registers"], predicted["registers"]
+        for i in range(max(len(ours), len(theirs))):
+            got = ours[i] if i < len(ours) else "-"
+            want = theirs[i] if i < len(theirs) else "-"
+            if got != want:
+                out.append(f"X{i} {got}, model {want}")
+        for name in sorted(set(actual["outputs"]) | set(predicted["outputs"])):
+            got, want = actual["outputs"].get(name), predicted["outputs"].get(name)
+            if got != want:
+                out.append(f"{name} {_fmt(got)}, model {_fmt(want)}")
+        return out
+
+    def _judge(self, step_result: StepResult, model: _Call) -> bool:
+        """Fill ``predicted``/``matched``; True when a step that ran on the target diverged."""
+        predicted = self._answer(model.registers, model.status, model.index, model.outputs)
+        step_result.predicted = predicted
+        if step_result.outcome not in (Outcome.PASSED, Outcome.FAILED):
+            return False
+        actual = self._answer(
+            step_result.registers, step_result.status, step_result.index, step_result.outputs
+        )
+        return self._verdict(step_result, self._differences(actual, predicted))
+
+    def _judge_extra(self, extra: StepResult, model: StepResult) -> bool:
+        """The same for a realm's observation of one action (model's observation in ``model``)."""
+        predicted = self._answer(model.registers, model.status, model.index, model.outputs)
+        extra.predicted = predicted
+        actual = self._answer(extra.registers, extra.status, extra.index, extra.outputs)
+        return self._verdict(extra, self._differences(actual, predicted))
+
+    @staticmethod
+    def _verdict(step_result: StepResult, differences: list[str]) -> bool:
+        step_result.matched = not differences
+        if not differences:
+            return False
+        failed = step_result.message if step_result.outcome is Outcome.FAILED else ""
+        step_result.outcome = Outcome.DIVERGED
+        step_result.message = "diverged from the model: " + "; ".join(differences)
+        if failed:
+            step_result.message += f" (and failed its expect: {failed})"
+        return True
+
+    def _report_divergence(
+        self,
+        sequence: Sequence,
+        position: int,
+        answers: list[StepResult],
+        call: _Call,
+        step_result: StepResult,
+    ) -> None:
+        """``divergence-<n>.yaml`` (a reproducer) and ``divergence-<n>.json`` (the evidence) in run_dir."""
+        number = len(self.reports) + 1
+        if self.run_dir is None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        stem = self.run_dir / f"divergence-{number}"
+        reproducer = reproducer_document(sequence, position, answers, number)
+        stem.with_suffix(".yaml").write_text(
+            f"# Reproducer of divergence {number}: {step_result.message}\n"
+            + yaml.safe_dump(reproducer, sort_keys=False, width=110),
+            encoding="utf-8",
+        )
+        shadow = self.shadow
+        evidence = {
+            "sequence": sequence.name,
+            "source": sequence.source,
+            "step": {"name": step_result.name, "line": step_result.line, "position": position + 1},
+            "command": step_result.command,
+            "sent": step_result.to_json()["args"],
+            "target": self._answer(
+                step_result.registers, step_result.status, step_result.index, step_result.outputs
+            ),
+            "model": step_result.predicted,
+            "divergence": step_result.message,
+            "model_granules_after": granule_view(shadow, addresses_in(call.args))
+            if shadow is not None
+            else [],
+            "reproducer": stem.with_suffix(".yaml").name,
+        }
+        stem.with_suffix(".json").write_text(json.dumps(evidence, indent=2) + "\n", encoding="utf-8")
+        self.reports.append(stem.with_suffix(".yaml"))
+        step_result.message += f" [reproducer {stem.with_suffix('.yaml').name}]"
 
     @staticmethod
     def _forget(step: Step, session: _Session, reason: str) -> None:

@@ -330,7 +330,7 @@ class PlatformConfig:
             compat = params["compat"]
             if compat not in COMPAT_MODES:
                 raise ProfileError(f"unknown model.compat {compat!r}", valid=tuple(COMPAT_MODES))
-            rmm_params.setdefault("quirks", COMPAT_MODES[compat])
+            rmm_params["quirks"] = COMPAT_MODES[compat]  # the profile-level switch wins over rmm.quirks
         if "quirk_rows" in rmm_params:
             rmm_params["quirk_rows"] = tuple(int(r) for r in rmm_params["quirk_rows"])
         if "fault" in rmm_params:
