@@ -15,9 +15,19 @@ then runs cca-hil's agent emulator on the agent UART when
 ``cca_hil.agent.emulator`` exists; stops on ``--timelimit``/``--cyclelimit``,
 on EOT or a tag written to a UART configured with ``shutdown_on_eot`` /
 ``shutdown_tag``, and on the agent's PSCI SYSTEM_OFF when
-``bp.ve_sysregs.exit_on_shutdown=1``.
+``bp.ve_sysregs.exit_on_shutdown=1``; with ``-I/--iris-server`` serves an Iris
+debug server (IrisRpc 1.0, ``IrisJson`` framing, §1.5) on 127.0.0.1 from
+``--iris-port`` (default 7100, next free port upwards; 0 = any free port),
+printing ``Iris server started listening to port N`` with
+``-p/--print-port-number``: one instance per core with the four physical
+memory spaces (``Physical Memory (Secure)``, ``(Non Secure)``, ``(Root)``,
+``(Realm)``) backed by the platform model's memory through that PAS's
+encryption context (``bp.mpe.enable=1`` turns encryption on), and the
+``GPCCR_EL3``/``GPTBR_EL3`` registers. ``-A/--iris-allow-remote`` is accepted
+but the server still binds loopback only (and says so on stderr).
 
-What it does not do: simulate a CPU, serve Iris, or reproduce the model's
+What it does not do: simulate a CPU (no run control, breakpoints, virtual
+memory spaces or core registers besides the GPC's through Iris), or reproduce the model's
 messages byte for byte (the boot text is representative of TF-A and TF-RMM,
 and error wording is ours). The telnet handshake bytes are our choice: the
 real ones are undocumented (reference §9).
@@ -49,7 +59,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Final, TypeVar
+
+from cca_hil.transport.iris import IrisCodec, IrisProtocolError, encode_message
+
+if TYPE_CHECKING:
+    from cca_hil.arch.pas import Pas
+    from cca_hil.model.machine import Machine
+
+_P = TypeVar("_P")
 
 MODEL_NAME = "FVP_Base_RevC-2xAEMvA"
 DEFAULT_VERSION = "11.27.19"
@@ -59,6 +77,7 @@ CYCLES_PER_SECOND = 100_000_000
 """Nominal simulation rate used for ``--cyclelimit`` (the stand-in has no CPU to count cycles)."""
 
 EXIT_USAGE = 1
+IRIS_DEFAULT_PORT = 7100
 
 # The telnet commands sent on attach and the replies a character-mode client gives.
 _IAC, _DONT, _DO, _WONT, _WILL = 255, 254, 253, 252, 251
@@ -194,6 +213,10 @@ class Options:
     quantum: int | None = None
     cyclelimit: int | None = None
     timelimit: float | None = None
+    iris_server: bool = False
+    iris_port: int = IRIS_DEFAULT_PORT
+    print_port_number: bool = False
+    iris_allow_remote: bool = False
 
     def flag(self, name: str, default: bool = False) -> bool:
         """A boolean parameter."""
@@ -266,6 +289,16 @@ def parse_command_line(argv: Sequence[str], *, release: tuple[int, int, int]) ->
             options.timelimit = float(_int_option(flag, take()))
         elif flag == "--data":
             options.data.append(_data_option(take()))
+        elif flag in ("-I", "--iris-server"):
+            options.iris_server = True
+        elif flag == "--iris-port":
+            options.iris_port = _int_option(flag, take())
+            if not 0 <= options.iris_port < 65536:
+                raise UsageError(f"option --iris-port: {options.iris_port} is not a TCP port")
+        elif flag in ("-p", "--print-port-number"):
+            options.print_port_number = True
+        elif flag in ("-A", "--iris-allow-remote"):
+            options.iris_allow_remote = True
         elif flag in ("-a", "--application"):
             instance, sep, file = take().partition("=")
             if not sep:
@@ -292,6 +325,10 @@ KNOWN_OPTIONS = (
     "-Q/--quantum",
     "--cyclelimit",
     "--timelimit",
+    "-I/--iris-server",
+    "--iris-port",
+    "-p/--print-port-number",
+    "-A/--iris-allow-remote",
 )
 
 
@@ -381,7 +418,7 @@ class Terminal:
         return f"terminal_{self.index}"
 
 
-def _bind_from(start_port: int) -> tuple[socket.socket, int]:
+def _bind_from(start_port: int, *, backlog: int = 1) -> tuple[socket.socket, int]:
     port = start_port
     while port < 65536:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -391,7 +428,7 @@ def _bind_from(start_port: int) -> tuple[socket.socket, int]:
             sock.close()
             port += 1
             continue
-        sock.listen(1)
+        sock.listen(backlog)
         sock.setblocking(False)
         return sock, port
     raise OSError(f"no free TCP port from {start_port}")
@@ -416,20 +453,20 @@ class PoweredOff(Exception):
     """The agent called PSCI SYSTEM_OFF: the CPUs stop, the agent never answers again."""
 
 
-def agent_server(
-    options: Options, system_off: Callable[[], None]
-) -> Callable[[socket.socket, threading.Event], None] | None:
-    """The device side of the agent UART (cca-hil's agent emulator on the model), or None without it."""
+def make_board(options: Options, system_off: Callable[[], None]) -> Machine | None:
+    """The model behind the FVP's CPUs and memory (cca-hil's platform model), or None without it.
+
+    ``bp.mpe.enable=1`` (the memory protection engine) turns per-PAS encryption on,
+    so a granule read through a foreign PAS shows ciphertext.
+    """
     try:
-        from cca_hil.agent.emulator import AgentEmulator
-        from cca_hil.agent.streams import SocketStream
         from cca_hil.model.machine import Machine
         from cca_hil.model.platform import PlatformConfig
     except ImportError:
         return None
 
     class Board(Machine):
-        """The model behind the FVP's CPUs, with the board's power controller for SYSTEM_OFF."""
+        """The platform model, with the board's power controller for SYSTEM_OFF."""
 
         def smc(self, fid: int, *args: int) -> tuple[int, int, int, int, int]:
             if fid == PSCI_SYSTEM_OFF:
@@ -439,7 +476,33 @@ def agent_server(
 
     mec = int(options.number("cluster0.mec_support_level", 0)) > 0
     pa_bits = int(options.number("cluster0.PA_SIZE", 48))
-    emulator = AgentEmulator(Board(PlatformConfig(mec=mec, pa_bits=pa_bits)), boot_text=AGENT_BANNER)
+    encryption = options.flag("bp.mpe.enable")
+    return Board(PlatformConfig(mec=mec, pa_bits=pa_bits, encryption=encryption))
+
+
+def agent_server(
+    board: Machine, lock: threading.Lock
+) -> Callable[[socket.socket, threading.Event], None] | None:
+    """The device side of the agent UART (cca-hil's agent emulator on ``board``), or None without it.
+
+    Each request runs under ``lock``, which the Iris server also takes: a debug
+    read sees memory between two agent requests, never in the middle of one.
+    """
+    try:
+        from cca_hil.agent.emulator import AgentEmulator
+        from cca_hil.agent.protocol import Frame
+        from cca_hil.agent.streams import SocketStream
+    except ImportError:
+        return None
+
+    class LockedEmulator(AgentEmulator):
+        """The emulator with each request serialised against debugger accesses."""
+
+        def respond(self, frame: Frame) -> bytes:
+            with lock:
+                return super().respond(frame)
+
+    emulator = LockedEmulator(board, boot_text=AGENT_BANNER)
 
     def serve(sock: socket.socket, stop: threading.Event) -> None:
         stream = SocketStream(sock)
@@ -450,6 +513,314 @@ def agent_server(
             stop.wait(3600.0)
 
     return serve
+
+
+# -- Iris debug server ------------------------------------------------------------
+
+IRIS_SPACES: Final = (
+    ("Physical Memory (Secure)", "secure"),
+    ("Physical Memory (Non Secure)", "nonsecure"),
+    ("Physical Memory (Root)", "root"),
+    ("Physical Memory (Realm)", "realm"),
+)
+"""Memory spaces each CPU instance offers (spaceId = index), with the PAS behind them (reference §1.5)."""
+IRIS_REGISTERS: Final = ("GPCCR_EL3", "GPTBR_EL3")
+"""Registers each CPU instance lists (rscId = index), read from the GPT the model's EL3 programmed."""
+IRIS_MAX_TRANSFER: Final = 1 << 20
+"""Largest ``memory_read``/``memory_write`` the stand-in serves in one call."""
+IRIS_HANDSHAKE_LIMIT: Final = 4096
+
+# Error codes: JSON-RPC's own for malformed calls; the Iris-level ones carry Iris's E_ names in the
+# message, with numbers of our choosing (the real values are not in the reference).
+JSONRPC_INVALID_REQUEST: Final = -32600
+JSONRPC_METHOD_NOT_FOUND: Final = -32601
+JSONRPC_INVALID_PARAMS: Final = -32602
+E_UNKNOWN_INSTANCE_ID: Final = 0x1001
+E_UNKNOWN_MEMORY_SPACE_ID: Final = 0x1002
+E_MEMORY_ACCESS: Final = 0x1003
+E_DATA_SIZE: Final = 0x1004
+E_UNKNOWN_RESOURCE_ID: Final = 0x1005
+
+
+class IrisCallFailed(Exception):
+    """An Iris function's error answer: ``code`` and ``message``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class _IrisPeer:
+    """One client connection: its handshake bytes until the empty line, then the frame decoder."""
+
+    sock: socket.socket
+    handshake: bytearray = field(default_factory=bytearray)
+    codec: IrisCodec | None = None
+    registered: list[int] = field(default_factory=list)
+
+
+class IrisServer:
+    """The model's Iris server (IrisRpc 1.0, ``IrisJson`` framing) over the platform model's memory.
+
+    Served from the simulation's event loop on 127.0.0.1 only. Instances are the
+    framework, the board component and one instance per core; each core offers
+    the four physical memory spaces (one per PAS: reads and writes go through
+    that PAS's encryption context, past the GPC, as a debugger's do) and the
+    GPC registers. Clients register (uniquified names) and are unregistered when
+    they disconnect.
+    """
+
+    def __init__(
+        self,
+        board: Machine,
+        lock: threading.Lock,
+        *,
+        start_port: int,
+        cores: Sequence[str],
+        selector: selectors.BaseSelector,
+    ) -> None:
+        self.board = board
+        self.lock = lock
+        self.selector = selector
+        if start_port == 0:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(8)
+            sock.setblocking(False)
+            self.listener, self.port = sock, int(sock.getsockname()[1])
+        else:
+            self.listener, self.port = _bind_from(start_port, backlog=8)
+        self.instances: dict[int, str] = {
+            0: "framework.GlobalInstance",
+            1: "framework.SimulationEngine",
+            2: f"component.{MODEL_NAME.replace('-', '_')}",
+        }
+        self.cpus: set[int] = set()
+        for name in cores:
+            inst = len(self.instances)
+            self.instances[inst] = f"component.{MODEL_NAME.replace('-', '_')}.{name}"
+            self.cpus.add(inst)
+        self._next_inst = len(self.instances)
+        self.peers: dict[socket.socket, _IrisPeer] = {}
+        selector.register(self.listener, selectors.EVENT_READ, ("iris-listen", None))
+
+    def accept(self) -> None:
+        """Take a pending connection."""
+        try:
+            sock, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(False)
+        peer = _IrisPeer(sock=sock)
+        self.peers[sock] = peer
+        self.selector.register(sock, selectors.EVENT_READ, ("iris-client", peer))
+
+    def receive(self, peer: _IrisPeer) -> None:
+        """Bytes from a client: the handshake, then frames; a protocol violation closes the connection."""
+        try:
+            data = peer.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.drop(peer)
+            return
+        if peer.codec is None:
+            peer.handshake += data
+            end = peer.handshake.find(b"\r\n\r\n")
+            if end < 0:
+                if len(peer.handshake) > IRIS_HANDSHAKE_LIMIT:
+                    self.drop(peer)
+                return
+            request = bytes(peer.handshake[:end]).decode("ascii", "replace").split("\r\n")
+            rest = bytes(peer.handshake[end + 4 :])
+            formats = [
+                f.strip()
+                for line in request[1:]
+                if line.lower().startswith("supported-formats:")
+                for f in line.partition(":")[2].split(",")
+            ]
+            if request[0] != "CONNECT / IrisRpc/1.0" or (formats and "IrisJson" not in formats):
+                self._send(peer, b"IrisRpc/1.0 400 Bad Request\r\n\r\n")
+                self.drop(peer)
+                return
+            peer.codec = IrisCodec()
+            peer.handshake.clear()
+            if not self._send(peer, b"IrisRpc/1.0 200 OK\r\nSupported-Formats: IrisJson\r\n\r\n"):
+                return
+            data = rest
+        try:
+            messages = peer.codec.feed(data)
+        except IrisProtocolError:
+            self.drop(peer)  # receivers close the connection on a bad frame (§1.5)
+            return
+        for message in messages:
+            answer = self.answer(peer, message)
+            if answer is not None and not self._send(peer, encode_message(answer)):
+                return
+
+    def answer(self, peer: _IrisPeer, message: object) -> dict[str, object] | None:
+        """The response to one JSON-RPC message (None for notifications and for responses)."""
+        if not isinstance(message, dict) or "method" not in message:
+            return None  # a response to nothing we asked, or junk: nothing to answer
+        ident = message.get("id")
+        try:
+            method = message["method"]
+            params = message.get("params", {})
+            if not isinstance(method, str):
+                raise IrisCallFailed(JSONRPC_INVALID_REQUEST, "method is not a string")
+            if not isinstance(params, dict):
+                raise IrisCallFailed(JSONRPC_INVALID_PARAMS, "params must be passed by name (an object)")
+            result = self.call(peer, method, params)
+        except IrisCallFailed as failed:
+            if ident is None:
+                return None
+            return {"jsonrpc": "2.0", "id": ident, "error": {"code": failed.code, "message": failed.message}}
+        if ident is None:
+            return None
+        return {"jsonrpc": "2.0", "id": ident, "result": result}
+
+    def call(self, peer: _IrisPeer, method: str, params: dict[str, object]) -> object:
+        """Run one Iris function."""
+        if method == "instanceRegistry_registerInstance":
+            name = _param(params, "instName", str)
+            if name in self.instances.values():
+                if not params.get("uniquify", False):
+                    raise IrisCallFailed(JSONRPC_INVALID_PARAMS, f"E_instance_already_registered: {name}")
+                n = 1
+                while f"{name}_{n}" in self.instances.values():
+                    n += 1
+                name = f"{name}_{n}"
+            inst = self._next_inst
+            self._next_inst += 1
+            self.instances[inst] = name
+            peer.registered.append(inst)
+            return {"instId": inst, "instName": name}
+        if method == "instanceRegistry_getList":
+            prefix = str(params.get("prefix", ""))
+            return [
+                {"instId": i, "instName": n}
+                for i, n in sorted(self.instances.items())
+                if n.startswith(prefix)
+            ]
+        if method == "memory_getMemorySpaces":
+            self._cpu(params)
+            top = self.board.config.pa_limit - 1
+            return [
+                {"spaceId": i, "name": name, "minAddr": 0, "maxAddr": top, "canonicalMsn": 0x1000 + i}
+                for i, (name, _) in enumerate(IRIS_SPACES)
+            ]
+        if method == "memory_read":
+            self._cpu(params)
+            pas, address, size = self._transfer(params)
+            with self.lock:
+                data = self.board.read_physical(address, size, pas)
+            return {"data": _pack_words(data)}
+        if method == "memory_write":
+            self._cpu(params)
+            pas, address, size = self._transfer(params)
+            words = _param(params, "data", list)
+            if len(words) * 8 < size or not all(isinstance(w, int) and 0 <= w < 1 << 64 for w in words):
+                raise IrisCallFailed(JSONRPC_INVALID_PARAMS, f"data must hold {size} bytes as uint64 words")
+            raw = b"".join(int(w).to_bytes(8, "little") for w in words)[:size]
+            with self.lock:
+                self.board.store.write(address, raw, self.board.context(pas))
+            return {}
+        if method == "resource_getList":
+            self._cpu(params)
+            return [
+                {"rscId": i, "name": name, "bitWidth": 64, "registerInfo": {}}
+                for i, name in enumerate(IRIS_REGISTERS)
+            ]
+        if method == "resource_read":
+            self._cpu(params)
+            ids = _param(params, "rscIds", list)
+            with self.lock:
+                values = {0: self.board.gpt.gpccr.encode(), 1: self.board.gpt.gptbr.encode()}
+            found: list[int] = []
+            errors: list[object] = []
+            for rsc in ids:
+                if isinstance(rsc, int) and rsc in values:
+                    found.append(values[rsc])
+                else:
+                    errors += [rsc, E_UNKNOWN_RESOURCE_ID]
+            return {"data": found, "error": errors}
+        raise IrisCallFailed(JSONRPC_METHOD_NOT_FOUND, f"E_function_not_supported_by_instance: {method}")
+
+    def _cpu(self, params: dict[str, object]) -> int:
+        inst = _param(params, "instId", int)
+        if inst not in self.cpus:
+            raise IrisCallFailed(E_UNKNOWN_INSTANCE_ID, f"E_unknown_instance_id: {inst} has no memory")
+        return inst
+
+    def _transfer(self, params: dict[str, object]) -> tuple[Pas, int, int]:
+        from cca_hil.arch.pas import Pas
+
+        space = _param(params, "spaceId", int)
+        if not 0 <= space < len(IRIS_SPACES):
+            raise IrisCallFailed(E_UNKNOWN_MEMORY_SPACE_ID, f"E_unknown_memory_space_id: {space}")
+        address = _param(params, "address", int)
+        width = _param(params, "byteWidth", int)
+        count = _param(params, "count", int)
+        if width not in (1, 2, 4, 8) or count < 0 or address < 0:
+            raise IrisCallFailed(
+                JSONRPC_INVALID_PARAMS, "byteWidth must be 1, 2, 4 or 8; count, address >= 0"
+            )
+        size = width * count
+        if size > IRIS_MAX_TRANSFER:
+            raise IrisCallFailed(
+                E_DATA_SIZE, f"E_data_size: {size} bytes in one call (limit {IRIS_MAX_TRANSFER})"
+            )
+        if address + size > self.board.config.pa_limit:
+            raise IrisCallFailed(
+                E_MEMORY_ACCESS,
+                f"E_memory_access: [{address:#x}, +{size:#x}) is outside the physical address space",
+            )
+        return Pas(IRIS_SPACES[space][1]), address, size
+
+    def _send(self, peer: _IrisPeer, data: bytes) -> bool:
+        # Bounded like the terminals: a client that stops reading is dropped, not waited for forever.
+        peer.sock.settimeout(5.0)
+        try:
+            peer.sock.sendall(data)
+        except OSError:
+            self.drop(peer)
+            return False
+        finally:
+            if peer.sock in self.peers:
+                peer.sock.setblocking(False)
+        return True
+
+    def drop(self, peer: _IrisPeer) -> None:
+        """Close a client connection and unregister the instances it registered."""
+        if self.peers.pop(peer.sock, None) is None:
+            return
+        self.selector.unregister(peer.sock)
+        peer.sock.close()
+        for inst in peer.registered:
+            self.instances.pop(inst, None)
+
+    def close(self) -> None:
+        """Close every connection and the listener."""
+        for peer in list(self.peers.values()):
+            self.drop(peer)
+        self.selector.unregister(self.listener)
+        self.listener.close()
+
+
+def _param(params: dict[str, object], name: str, kind: type[_P]) -> _P:
+    value = params.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise IrisCallFailed(JSONRPC_INVALID_PARAMS, f"parameter {name} missing or not {kind.__name__}")
+    return value
+
+
+def _pack_words(data: bytes) -> list[int]:
+    padded = data + bytes(-len(data) % 8)
+    return [int.from_bytes(padded[i : i + 8], "little") for i in range(0, len(padded), 8)]
 
 
 class Simulation:
@@ -471,6 +842,10 @@ class Simulation:
         self.shutdown_requested = threading.Event()
         self.child: subprocess.Popen[bytes] | None = None
         self._wake_r, self._wake_w = socket.socketpair()
+        self.lock = threading.Lock()
+        """Serialises the agent's requests and the Iris server's accesses to the board."""
+        self._board: Machine | None = None
+        self.iris: IrisServer | None = None
 
     # -- output helpers --------------------------------------------------------
 
@@ -510,6 +885,46 @@ class Simulation:
             self.selector.register(terminal.listener, selectors.EVENT_READ, ("listen", terminal))
         self.selector.register(self._wake_r, selectors.EVENT_READ, ("wake", None))
 
+    def board(self) -> Machine | None:
+        """The platform model behind CPUs and memory, built on first use (Iris at start, else the agent)."""
+        if self._board is None:
+            self._board = make_board(self.options, self._system_off)
+        return self._board
+
+    def _system_off(self) -> None:
+        self.shutdown_requested.set()
+        self._wake_w.send(b"\0")
+
+    def open_iris(self) -> None:
+        """Start the Iris server when ``-I`` was given (127.0.0.1 only, whatever ``-A`` says)."""
+        opts = self.options
+        if not opts.iris_server:
+            return
+        if opts.cyclelimit is not None:
+            self.say(
+                f"Warning: {MODEL_NAME}: command line option --cyclelimit ignored because --iris-server "
+                "option specified",
+                stream=self.err,
+            )
+            opts.cyclelimit = None
+        board = self.board()
+        if board is None:
+            self.say(
+                f"Error: {MODEL_NAME}: --iris-server: this stand-in needs cca_hil.model", stream=self.err
+            )
+            raise ModelExit(EXIT_USAGE, "no model for the Iris server")
+        if opts.iris_allow_remote:
+            self.say(
+                f"Warning: {MODEL_NAME}: --iris-allow-remote: this stand-in serves Iris on 127.0.0.1 only",
+                stream=self.err,
+            )
+        cores = [
+            f"cluster{c}.cpu{n}" for c in (0, 1) for n in range(int(opts.number(f"cluster{c}.NUM_CORES", 4)))
+        ]
+        self.iris = IrisServer(
+            board, self.lock, start_port=opts.iris_port, cores=cores, selector=self.selector
+        )
+
     def announce(self) -> None:
         """Print the port lines and the image-loading lines, shaped by the port hooks."""
         opts = self.options
@@ -538,6 +953,8 @@ class Simulation:
             if opts.flag("standin.interleave"):
                 self.say(f"Info: {MODEL_NAME}: {terminal.name}: {terminal.mode} mode")
                 self.say(f"Warning: {MODEL_NAME}: {terminal.name} ready", stream=self.err)
+        if self.iris is not None and opts.print_port_number:
+            self.say(f"Iris server started listening to port {self.iris.port}")
         for line in loaded:
             self.say(line)
 
@@ -601,12 +1018,8 @@ class Simulation:
         """Hand the agent UART to the agent emulator (BL31 has entered BL33)."""
         if not self.options.flag("standin.agent", True):
             return
-
-        def system_off() -> None:
-            self.shutdown_requested.set()
-            self._wake_w.send(b"\0")
-
-        serve = agent_server(self.options, system_off)
+        board = self.board()
+        serve = None if board is None else agent_server(board, self.lock)
         if serve is None:
             return
         ours, theirs = socket.socketpair()
@@ -647,6 +1060,10 @@ class Simulation:
                     self._from_agent()
                 elif kind == "wake":
                     self._wake_r.recv(64)
+                elif kind == "iris-listen" and self.iris is not None:
+                    self.iris.accept()
+                elif kind == "iris-client" and self.iris is not None:
+                    self.iris.receive(terminal)
             if self.shutdown_requested.is_set() and self.options.flag("bp.ve_sysregs.exit_on_shutdown"):
                 raise ModelExit(0, "PSCI SYSTEM_OFF")
             self._check_handshakes()
@@ -800,6 +1217,8 @@ class Simulation:
             terminal.listener.close()
         if self.agent_sock is not None:
             self.agent_sock.close()
+        if self.iris is not None:
+            self.iris.close()
         self._wake_r.close()
         self._wake_w.close()
         self.selector.close()
@@ -861,6 +1280,7 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
     status = 0
     try:
         sim.open_terminals()
+        sim.open_iris()
         sim.announce()
         if options.flag("standin.hang"):
             return _hang()
