@@ -682,8 +682,13 @@ def _run(
     sequences: list[SequenceSpec],
     json_path: Path | None,
     junit_path: Path | None,
+    compare: bool | None = None,
+    stop_on_divergence: bool = False,
 ) -> RunResult:
-    """Run sequences on the selected target with every view subscribed; the result document."""
+    """Run sequences on the selected target with every view subscribed; the result document.
+
+    ``compare`` None: a shadow model predicts every step on targets other than ``model``.
+    """
     from cca_hil.profiles import build_target
     from cca_hil.report import ConsoleView, JsonReport, JunitReport, RunFolder
     from cca_hil.results import Events, Observer
@@ -704,7 +709,14 @@ def _run(
         observers.append(view)
         try:
             with build_target(profile, run_dir=run_dir) as target:
-                runner = Runner(target, events=Events(observers))
+                comparing = target.kind != "model" if compare is None else compare
+                runner = Runner(
+                    target,
+                    events=Events(observers),
+                    compare=comparing,
+                    stop_on_divergence=stop_on_divergence,
+                    run_dir=run_dir,
+                )
                 return runner.run_all(sequences, command=command)
         except BaseException as exc:
             # The run broke off outside the runner's own accounting (the target would not open,
@@ -719,34 +731,51 @@ JsonOption = Annotated[
     Path | None, typer.Option("--json", metavar="PATH", help="Write the result document (JSON) here.")
 ]
 JunitOption = Annotated[Path | None, typer.Option("--junit", metavar="PATH", help="Write JUnit XML here.")]
+CompareOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--compare/--no-compare",
+        help="Run a shadow model in lockstep and report steps whose answers differ from its prediction "
+        "as diverged (default: on for every target other than model).",
+        show_default=False,
+    ),
+]
+StopOnDivergenceOption = Annotated[
+    bool, typer.Option("--stop-on-divergence", help="End the run at the first step that diverged.")
+]
 
 
 @app.command()
-def run(
+def run(  # noqa: PLR0917  (typer reads options from the signature)
     ctx: typer.Context,
     sequences: Annotated[
         list[str], typer.Argument(metavar="SEQUENCE…", help="Sequence files, or names of bundled sequences.")
     ],
     json_path: JsonOption = None,
     junit_path: JunitOption = None,
-    no_compare: Annotated[
-        bool, typer.Option("--no-compare", help="On hardware targets, do not compare with the model.")
-    ] = False,
+    compare: CompareOption = None,
+    stop_on_divergence: StopOnDivergenceOption = False,
 ) -> None:
-    """Run sequences; exit 0 when every expectation held, 1 when one failed, 3 on a target error."""
+    """Run sequences; exit 0 when every expectation held, 1 when one failed or diverged, 3 on target error."""
     from cca_hil.sequences import load_sequence
 
     settings = settings_of(ctx)
     # Load (and so validate) everything before the target is touched: bad input never half-runs.
     loaded = [load_sequence(resolve_sequence(arg)) for arg in sequences]
-    # Differential runs (target vs model) come with hardware targets; the model has nothing to compare with.
-    del no_compare
-    result = _run(settings, command="run", sequences=loaded, json_path=json_path, junit_path=junit_path)
+    result = _run(
+        settings,
+        command="run",
+        sequences=loaded,
+        json_path=json_path,
+        junit_path=junit_path,
+        compare=compare,
+        stop_on_divergence=stop_on_divergence,
+    )
     raise typer.Exit(result.exit_code())
 
 
 @app.command()
-def conformance(
+def conformance(  # noqa: PLR0917  (typer reads options from the signature)
     ctx: typer.Context,
     only: Annotated[
         list[str] | None,
@@ -754,6 +783,8 @@ def conformance(
     ] = None,
     json_path: JsonOption = None,
     junit_path: JunitOption = None,
+    compare: CompareOption = None,
+    stop_on_divergence: StopOnDivergenceOption = False,
 ) -> None:
     """The bundled conformance suite: a case for every failure condition of every RMI and RSI command."""
     from cca_hil.checks.conformance import conformance_sequences
@@ -767,7 +798,13 @@ def conformance(
             raise
         raise InputError(exc.what, where="--only", valid=exc.valid) from exc
     result = _run(
-        settings, command="conformance", sequences=sequences, json_path=json_path, junit_path=junit_path
+        settings,
+        command="conformance",
+        sequences=sequences,
+        json_path=json_path,
+        junit_path=junit_path,
+        compare=compare,
+        stop_on_divergence=stop_on_divergence,
     )
     raise typer.Exit(result.exit_code())
 

@@ -138,6 +138,30 @@ def failure_detail(step: StepResult) -> str:
     return f"expected {step.expected or 'success'}, got {step_verdict(step)}"
 
 
+def divergence_lines(step: StepResult) -> list[str]:
+    """Target vs model, register by register (``*`` marks a register that differs); empty if not compared."""
+    if step.predicted is None or step.matched is not False:
+        return []
+    model = [str(r) for r in step.predicted.get("registers", ())]
+    target = [f"{r:#x}" for r in step.registers]
+    width = max(len(model), len(target))
+    cells_t: list[str] = []
+    cells_m: list[str] = []
+    for i in range(width):
+        got = target[i] if i < len(target) else "-"
+        want = model[i] if i < len(model) else "-"
+        mark = "*" if got != want else ""
+        cells_t.append(f"X{i}={got}{mark}")
+        cells_m.append(f"X{i}={want}{mark}")
+    status = step.predicted.get("status")
+    index = step.predicted.get("index")
+    predicted = f"{status}" + (f" index {index}" if index else "")
+    return [
+        f"target: {step_verdict(step):24} {' '.join(cells_t)}",
+        f"model:  {predicted:24} {' '.join(cells_m)}",
+    ]
+
+
 def sequence_seconds(sequence: SequenceResult) -> float:
     """Time spent in the steps of a sequence."""
     return sum(s.duration for s in sequence.steps)
@@ -219,6 +243,8 @@ class ConsoleView:
             self._print(f"  {_LABEL[step.outcome]:8} {sequence.name} › {step.name}", _STYLE[step.outcome])
         if bad:
             self._print(f"           {step_location(sequence, step)}: {failure_detail(step)}")
+            for line in divergence_lines(step):
+                self._print(f"           {line}", _STYLE[Outcome.DIVERGED])
         elif step.outcome is Outcome.SKIPPED and self.verbosity >= Verbosity.VERBOSE and step.message:
             self._print(f"           skipped: {step.message}")
 
@@ -497,4 +523,5 @@ def _details(step: StepResult, where: str) -> str:
         lines.append(f"outputs: {json.dumps(data['outputs'])}")
     if step.predicted is not None:
         lines.append(f"model predicted: {json.dumps(data['predicted'])}")
+        lines.extend(divergence_lines(step))
     return "\n".join(lines)
