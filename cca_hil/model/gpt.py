@@ -63,6 +63,7 @@ _UNIFORM: Final = 0x1111_1111_1111_1111
 _CONTIG_BYTES: Final = (0, 2 << 20, 32 << 20, 512 << 20)
 """Bytes of a Contiguous block by its Contig field (0b00 is reserved)."""
 
+_Blocks = tuple[tuple[bytes, ...], tuple[bytes, ...]]
 L1Slot = tuple[memoryview, memoryview, int]
 """Where EL3 edits one L1 entry: the table as bytes, the same table as 64-bit descriptors, the index."""
 
@@ -81,6 +82,8 @@ class GranuleProtection:
     """GPCCR_EL3, GPTBR_EL3 and the GPT in model memory; the granule protection check (DDI0487 D9)."""
 
     __slots__ = (
+        "_block_entries",
+        "_blocks_by_gpi",
         "_boot",
         "_cache",
         "_disabled",
@@ -165,6 +168,9 @@ class GranuleProtection:
         )
         self._valid_descriptors: dict[int, bool] = {}
         self._patterns: dict[tuple[int, int], bytes] = {}
+        self._block_entries = tuple(size >> (self._pgs + 4) for size in _CONTIG_BYTES)
+        """L1 descriptors in a block, by Contig field (2 MB: 32 with 4 KB granules)."""
+        self._blocks_by_gpi: dict[int, _Blocks] = {}
         self._cache: dict[int, tuple[Gpi, int]] = {}
         self._tables: dict[int, tuple[memoryview, memoryview]] = {}
         self._views_epoch = -1
@@ -250,7 +256,12 @@ class GranuleProtection:
         """
         if not self._usual or pa >> self._pps_bits:
             return None
-        l0 = self._table(self._l0_base, self._l0_map)[1][(pa & self._l0_index_mask) >> self._l0_entry_shift]
+        # _table() inlined for the mappings already made (this runs on every TLB miss).
+        tables = self._tables if self._views_epoch == self._memory.map_epoch else None
+        found = tables.get(self._l0_base) if tables is not None else None
+        if found is None:
+            found = self._table(self._l0_base, self._l0_map)
+        l0 = found[1][(pa & self._l0_index_mask) >> self._l0_entry_shift]
         kind = l0 & 0xF
         if kind == 0b0001:
             gpi = _GPI_BY_VALUE[l0 >> 4 & 0xF]
@@ -260,7 +271,10 @@ class GranuleProtection:
         table = l0 & _L0_TABLE_ADDRESS
         if kind != 0b0011 or l0 >> 52 or l0 & 0xFF0 or table not in self._l1_set:
             return None  # the tables EL3 built are aligned and below the PPS
-        value = self._table(table, self._l1_size)[1][(pa & self._l1_index_mask) >> (self._pgs + 4)]
+        found = tables.get(table) if tables is not None else None
+        if found is None:
+            found = self._table(table, self._l1_size)
+        value = found[1][(pa & self._l1_index_mask) >> (self._pgs + 4)]
         if value & 0xF == 0b0001:
             gpi = _GPI_BY_VALUE[value >> 4 & 0xF]
             if value >> 10 or not value >> 8 & 0b11 or gpi is None or gpi not in self._valid:
@@ -387,12 +401,18 @@ class GranuleProtection:
         names now; it stays valid until the store remaps a table granule (it is taken afresh
         on every transition).
         """
-        l0 = self._table(self._l0_base, self._l0_map)[1][(pa & self._l0_index_mask) >> self._l0_entry_shift]
+        # _table() inlined for the mappings already made (this runs on every transition).
+        tables = self._tables if self._views_epoch == self._memory.map_epoch else None
+        found = tables.get(self._l0_base) if tables is not None else None
+        if found is None:
+            found = self._table(self._l0_base, self._l0_map)
+        l0 = found[1][(pa & self._l0_index_mask) >> self._l0_entry_shift]
         if l0 & 0xF != 0b0011:
             return None
         table = l0 & _L0_TABLE_ADDRESS
         if table in self._l1_set:
-            view, entries = self._table(table, self._l1_size)
+            found = tables.get(table) if tables is not None else None
+            view, entries = found if found is not None else self._table(table, self._l1_size)
         else:
             view = self._memory.map(table, self._l1_size, ROOT)
             entries = view.cast("Q")
@@ -419,6 +439,24 @@ class GranuleProtection:
             raise ValueError(f"{pa:#x} is not under an L1 table: its PAS cannot change")
         return found
 
+    def _blocks(self, gpi: int) -> _Blocks:
+        """The descriptor runs EL3 writes for GPI ``gpi``, by Contig field (index 0 unused).
+
+        ``smaller[c]``: a block of size ``c`` as blocks of the next size down (Granules descriptors
+        below 2 MB) — what a shatter writes; ``whole[c]``: the same block as one Contiguous
+        descriptor — what a fuse writes. Built once per GPI from :meth:`_pattern`.
+        """
+        blocks = self._blocks_by_gpi.get(gpi)
+        if blocks is None:
+            counts = self._block_entries
+            smaller = tuple(
+                self._pattern((c - 1) << 8 | gpi << 4 | 0b0001 if c > 1 else gpi * _UNIFORM, counts[c])
+                for c in range(1, 4)
+            )
+            whole = tuple(self._pattern(c << 8 | gpi << 4 | 0b0001, counts[c]) for c in range(1, 4))
+            blocks = self._blocks_by_gpi[gpi] = ((b"", *smaller), (b"", *whole))
+        return blocks
+
     def shatter(self, pa: int, slot: L1Slot | None = None) -> int:
         """Split the Contiguous descriptor covering ``pa`` as TF-A's ``shatter_block``; the old block size.
 
@@ -427,33 +465,29 @@ class GranuleProtection:
         when the entry already is a Granules descriptor. The caller owes a TLBI
         RPALOS over the returned size (R_RSSKBB).
         """
-        view, entries, index = self._slot(pa, slot)
+        view, entries, index = slot if slot is not None else self._slot(pa, None)
         value = entries[index]
         if value & 0xF != 0b0001:
             return 0
         # Descriptors as ints (D9.6.3/4): Contiguous = Contig << 8 | GPI << 4 | 1; Granules = GPI × 16.
         contig = value >> 8 & 0b11
-        gpi = value >> 4 & 0xF
-        old = _CONTIG_BYTES[contig]
-        span_shift = self._pgs + 4
-        patterns = self._patterns
+        if not contig:
+            return 0  # a reserved Contig field: no block to split
+        smaller = self._blocks(value >> 4 & 0xF)[0]
+        counts = self._block_entries
+        old = contig
         while contig:
-            # The whole block as blocks of the next size down (Granules descriptors below 2 MB); the one
-            # holding ``pa`` is split in turn. Each block is written whole, as TF-A does, so the bytes
-            # after every level are TF-A's.
-            smaller = contig - 1
-            descriptor = smaller << 8 | gpi << 4 | 0b0001 if smaller else gpi * _UNIFORM
-            count = _CONTIG_BYTES[contig] >> span_shift
-            first = 8 * (index & ~(count - 1))
-            view[first : first + 8 * count] = patterns.get((descriptor, count)) or self._pattern(
-                descriptor, count
-            )
-            contig = smaller
-        return old
+            # The whole block as blocks of the next size down; the one holding ``pa`` is split in turn.
+            # Each block is written whole, as TF-A does, so the bytes after every level are TF-A's.
+            count = counts[contig]
+            first = 8 * (index & -count)
+            view[first : first + 8 * count] = smaller[contig]
+            contig -= 1
+        return _CONTIG_BYTES[old]
 
     def set_gpi(self, pa: int, gpi: int, slot: L1Slot | None = None) -> None:
         """Rewrite the GPI field of the granule ``pa`` in its (shattered) Granules descriptor."""
-        _, entries, index = self._slot(pa, slot)
+        _, entries, index = slot if slot is not None else self._slot(pa, None)
         value = entries[index]
         if value & 0xF == 0b0001:
             raise ValueError(f"the L1 entry of {pa:#x} is Contiguous: shatter it first")
@@ -468,42 +502,34 @@ class GranuleProtection:
         block's Contiguous descriptor with the same GPI. Replacing descriptors
         that encode the same GPIs needs no TLBI (R_RNNHCF).
         """
-        view, entries, index = self._slot(pa, slot)
-        # Cheap refusal first: the 2 MB block fuses only if every one of its descriptors is the uniform
-        # Granules descriptor of its first, so ``pa``'s own descriptor must be uniform (the usual case
-        # right after a delegation, which leaves one Realm field among Non-secure ones).
+        view, entries, index = slot if slot is not None else self._slot(pa, None)
+        # TF-A checks the 2 MB block against its first descriptor. ``pa``'s own descriptor is one of
+        # them, so it must be that same uniform Granules descriptor: checking it first refuses the
+        # usual case (one Realm field among Non-secure ones, right after a delegation) at once, and
+        # gives the GPI the whole block must hold.
         own = entries[index]
-        if own != (own & 0xF) * _UNIFORM:
+        gpi = own & 0xF
+        if own != gpi * _UNIFORM or gpi == 0b0001 or gpi not in self._valid:
             return
-        span_shift = self._pgs + 4
-        count = _CONTIG_BYTES[1] >> span_shift
-        first = index & ~(count - 1)
-        value = entries[first]
-        gpi = value & 0xF
-        if gpi == 0b0001 or value != gpi * _UNIFORM or gpi not in self._valid:
-            return
-        patterns = self._patterns
+        smaller, whole = self._blocks(gpi)
+        counts = self._block_entries
+        count = counts[1]
+        first = index & -count
         # A memoryview compares with bytes by value, without a copy.
-        if view[8 * first : 8 * (first + count)] != (
-            patterns.get((value, count)) or self._pattern(value, count)
-        ):
+        if view[8 * first : 8 * (first + count)] != smaller[1]:
             return
         # Find the largest block that fuses, then write it once (TF-A's fuse_contig).
         contig = 1
         while contig < 3:
-            larger = _CONTIG_BYTES[contig + 1] >> span_shift
-            larger_first = index & ~(larger - 1)
-            sub = larger >> 4
-            descriptor = contig << 8 | gpi << 4 | 0b0001
+            larger = counts[contig + 1]
+            larger_first = index & -larger
             # The block being fused still holds Granules descriptors (or smaller blocks), never this one.
-            if entries[larger_first : larger_first + larger : sub].tolist().count(descriptor) != 15:
+            heads = entries[larger_first : larger_first + larger : larger >> 4].tolist()
+            if heads.count(contig << 8 | gpi << 4 | 0b0001) != 15:
                 break
             contig += 1
             count, first = larger, larger_first
-        descriptor = contig << 8 | gpi << 4 | 0b0001
-        view[8 * first : 8 * (first + count)] = patterns.get((descriptor, count)) or self._pattern(
-            descriptor, count
-        )
+        view[8 * first : 8 * (first + count)] = whole[contig]
 
     # -- TLB maintenance (EL3 only) --------------------------------------------------------
 

@@ -86,6 +86,7 @@ class Monitor:
 
     __slots__ = (
         "_gpt",
+        "_pgs",
         "_protected_size",
         "_rmm",
         "_skip_tlbi",
@@ -99,6 +100,7 @@ class Monitor:
     def __init__(self, gpt: GranuleProtection, config: MonitorConfig | None = None) -> None:
         self._gpt = gpt
         self._protected_size = gpt.gpccr.geometry.protected_size
+        self._pgs = gpt.gpccr.geometry.pgs_bits
         self._rmm: SmcHandler | None = None
         self.config = config or MonitorConfig()
         self._skip_tlbi = self.config.skip_tlbi
@@ -183,7 +185,8 @@ class Monitor:
         slot = gpt.l1_slot(base)
         if slot is None:
             return EINVAL
-        value = slot[1][slot[2]]
+        _, entries, index = slot
+        value = entries[index]
         # The current GPI: of a Contiguous descriptor, or the granule's field of a Granules descriptor.
         contiguous = value & 0xF == 0b0001
         current = value >> 4 & 0xF if contiguous else value >> (4 * (base >> 12 & 0xF)) & 0xF
@@ -195,26 +198,31 @@ class Monitor:
             if old and not skip_tlbi:
                 self.tlb_invalidations += 1
                 gpt.tlbi_rpalos(base & ~(old - 1), old)
+            value = entries[index]
+            if value & 0xF == 0b0001:  # a reserved Contig field: nothing was shattered
+                raise ValueError(f"the L1 entry of {base:#x} is Contiguous: shatter it first")
+        # The GPI writes below are GranuleProtection.set_gpi on the Granules descriptor just read.
+        shift = 4 * (base >> self._pgs & 0xF)
+        others = value & ~(0xF << shift)
         if current == _NS:
             # gpt_delegate: DC CIPAPA of the target PAS (nothing a previous owner left in caches
             # survives), the GPT write and its TLBI, then DC CIPAPA of the Non-secure PAS (dirty Host
             # lines reach memory), fuse.
-            gpt.set_gpi(base, target, slot)
+            entries[index] = others | target << shift
             if not skip_tlbi:
                 self.tlb_invalidations += 1
                 gpt.tlbi_rpalos(base, GRANULE_SIZE)
             self.cache_cleans += 2
         else:
-            # gpt_undelegate: via No-access (+TLBI), DC CIPAPA of the source PAS (the RMM's scrub
-            # reaches memory) then of the Non-secure PAS (no stale lines), GPI NS (+TLBI), fuse.
-            gpt.set_gpi(base, _NA, slot)
-            if not skip_tlbi:
-                self.tlb_invalidations += 1
-                gpt.tlbi_rpalos(base, GRANULE_SIZE)
+            # gpt_undelegate: GPI No-access + TLBI, DC CIPAPA of the source PAS (the RMM's scrub
+            # reaches memory) then of the Non-secure PAS (no stale lines), GPI NS + TLBI, fuse.
+            # Nothing walks the GPT between the two writes (EL3 runs the sequence to its end), so
+            # one invalidation after both leaves the TLB as TF-A's two do; both are issued and counted.
+            entries[index] = others | _NA << shift
             self.cache_cleans += 2
-            gpt.set_gpi(base, _NS, slot)
+            entries[index] = others | _NS << shift
             if not skip_tlbi:
-                self.tlb_invalidations += 1
+                self.tlb_invalidations += 2
                 gpt.tlbi_rpalos(base, GRANULE_SIZE)
         gpt.fuse(base, slot)
         self.transitions += 1
