@@ -31,6 +31,7 @@ from cca_hil.model.rmm import Rmm
 from cca_hil.targets.base import AccessOp, AccessResult, Fault
 
 _SHIFT: Final = 12
+_REALM_PAS: Final = Pas.REALM
 
 # The syndrome of a GPF on an NS-EL2 load/store (SCR_EL3.GPF=0), for callers that build one themselves.
 EC_DATA_ABORT_SAME_EL: Final = 0x25
@@ -322,7 +323,7 @@ class RmmMemory(PhysicalMemory):
         machine = self._machine
         if pa >> _SHIFT not in machine.rmm.granules:
             return
-        if machine.gpt.fault(pa, Pas.REALM, Pas.REALM) is not None:
+        if machine.gpt.fault(pa, _REALM_PAS, _REALM_PAS) is not None:
             raise GranuleProtectionFault(pa, write=True)
         self._store.wipe(pa, REALM)  # MECID 0 (RMM_MECID), whose key EL3 never refreshes
 

@@ -172,12 +172,13 @@ class MemoryStore:
 
     def wipe(self, pa: int, context: EncryptionContext) -> None:
         """Zero-fill the granule containing ``pa`` through ``context`` (the RMM's scrub, RMM 1.0 A2.2.4)."""
-        if self._mapped:
-            self._unmap(pa >> _SHIFT)
+        index = pa >> _SHIFT
+        if index in self._mapped:
+            self._unmap(index)
         if self.encryption is None:
-            self._granules.pop(pa >> _SHIFT, None)
+            self._granules.pop(index, None)
         else:
-            self._granules[pa >> _SHIFT] = context
+            self._granules[index] = context
 
     def is_zero(self, pa: int, context: EncryptionContext) -> bool:
         """True when the granule containing ``pa`` reads as zero bytes through ``context``."""
