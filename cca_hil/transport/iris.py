@@ -330,7 +330,7 @@ class IrisClient:
                 break
             if len(received) > MAX_HEADER:
                 raise IrisProtocolError(f"Iris handshake answer longer than {MAX_HEADER} bytes")
-            received += self._recv(deadline, "the Iris handshake answer")
+            received += self._recv(deadline, "handshake answer")
         reply = parse_handshake_reply(bytes(received[:end]))
         rest = bytes(received[end + 4 :])
         if rest:
