@@ -500,3 +500,79 @@ def test_fvp_target_without_iris_names_the_profile_key(images: Path, tmp_path: P
                 DebugServerDisabledError, match=r"Iris debug server is not enabled \(set fvp\.iris"
             ):
                 attempt()
+
+
+# -- the commands that use the debug view -------------------------------------------------------------
+
+
+def _cli(images: Path, run_dir: Path, profile: str, *args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from cca_hil.cli import app
+
+    sets = [f"fvp.binary={STANDIN}", f"fvp.images_dir={images}", "fvp.iris=true"]
+    argv = ["--profile", profile, "--run-dir", str(run_dir)]
+    for item in sets:
+        argv += ["--set", item]
+    return CliRunner().invoke(app, [*argv, *args])
+
+
+def test_gpt_show_on_an_fvp_reads_registers_and_tables_through_iris(images: Path, tmp_path: Path) -> None:
+    result = _cli(images, tmp_path / "run", "fvp-base-rme", "gpt", "show", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    # The stand-in's model programs TF-A's FVP GPT: 1 TB PPS, 4 KB granules, L0 at 0x405e000.
+    assert document["gpccr"] == 0x13502 and document["gptbr"] == 0x405E
+    regions = document["regions"]
+    assert {"start": 0xFFC0_0000, "end": 0x1_0000_0000, "pas": "root"} in regions
+    assert {"start": 0x8000_0000, "end": 0xFC00_0000, "pas": "nonsecure"} in regions
+
+
+def test_check_mec_on_an_fvp_observes_ciphertext_through_iris(images: Path, tmp_path: Path) -> None:
+    result = _cli(
+        images, tmp_path / "run", "fvp-base-rme-mec", "check", "mec", "--json", str(tmp_path / "mec.json")
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "mec.json").read_text())
+    encryption = next(s for s in document["sequences"] if s["name"] == "mec-encryption")
+    outcomes = [step["outcome"] for step in encryption["steps"]]
+    assert outcomes.count("passed") >= 5, outcomes
+
+
+def test_standin_iris_options_print_the_port_and_keep_to_loopback() -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(STANDIN),
+            "-I",
+            "-A",
+            "-p",
+            "--iris-port",
+            "0",
+            "--cyclelimit",
+            "1",
+            "--timelimit",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        len(
+            [
+                line
+                for line in done.stdout.splitlines()
+                if line.startswith("Iris server started listening to port ")
+            ]
+        )
+        == 1
+    )
+    assert "command line option --cyclelimit ignored because --iris-server option specified" in done.stderr
+    assert "--iris-allow-remote: this stand-in serves Iris on 127.0.0.1 only" in done.stderr
+    assert "time limit reached" in done.stdout  # the cycle limit was not the one that ended the run

@@ -96,7 +96,6 @@ class GranuleProtection:
         "_l1_set",
         "_l1_size",
         "_memory",
-        "_patterns",
         "_pgs",
         "_pps_bits",
         "_region_bases",
@@ -167,7 +166,6 @@ class GranuleProtection:
             and not self._l0_base & (geometry.l0_alignment - 1)
         )
         self._valid_descriptors: dict[int, bool] = {}
-        self._patterns: dict[tuple[int, int], bytes] = {}
         self._block_entries = tuple(size >> (self._pgs + 4) for size in _CONTIG_BYTES)
         """L1 descriptors in a block, by Contig field (2 MB: 32 with 4 KB granules)."""
         self._blocks_by_gpi: dict[int, _Blocks] = {}
@@ -232,13 +230,6 @@ class GranuleProtection:
         if not self._in_memory(pa, 8):
             raise GptFetchAbort(pa)
         return int.from_bytes(self._memory.read(pa, 8, ROOT), "little")
-
-    def _pattern(self, value: int, count: int) -> bytes:
-        key = (value, count)
-        pattern = self._patterns.get(key)
-        if pattern is None:
-            pattern = self._patterns[key] = value.to_bytes(8, "little") * count
-        return pattern
 
     # -- the check ---------------------------------------------------------------------
 
@@ -444,16 +435,18 @@ class GranuleProtection:
 
         ``smaller[c]``: a block of size ``c`` as blocks of the next size down (Granules descriptors
         below 2 MB) — what a shatter writes; ``whole[c]``: the same block as one Contiguous
-        descriptor — what a fuse writes. Built once per GPI from :meth:`_pattern`.
+        descriptor — what a fuse writes. Built once per GPI (at most 16, 140 KB each).
         """
         blocks = self._blocks_by_gpi.get(gpi)
         if blocks is None:
-            counts = self._block_entries
+
+            def run(descriptor: int, contig: int) -> bytes:
+                return descriptor.to_bytes(8, "little") * self._block_entries[contig]
+
             smaller = tuple(
-                self._pattern((c - 1) << 8 | gpi << 4 | 0b0001 if c > 1 else gpi * _UNIFORM, counts[c])
-                for c in range(1, 4)
+                run((c - 1) << 8 | gpi << 4 | 0b0001 if c > 1 else gpi * _UNIFORM, c) for c in range(1, 4)
             )
-            whole = tuple(self._pattern(c << 8 | gpi << 4 | 0b0001, counts[c]) for c in range(1, 4))
+            whole = tuple(run(c << 8 | gpi << 4 | 0b0001, c) for c in range(1, 4))
             blocks = self._blocks_by_gpi[gpi] = ((b"", *smaller), (b"", *whole))
         return blocks
 
