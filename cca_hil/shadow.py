@@ -22,9 +22,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cca_hil.arch.rmi import GRANULE_SIZE, RmiStatus
+from cca_hil.arch.rmi import GRANULE_SIZE, GranuleState, RmiStatus
 from cca_hil.errors import TargetError
 from cca_hil.model.platform import COMPAT_MODES
+from cca_hil.model.rtt import Hipas, Rtt
 from cca_hil.profiles import Profile
 from cca_hil.rmi_client import GranuleAllocator
 from cca_hil.targets.base import Capability, Target, TargetInfo
@@ -204,7 +205,11 @@ class ReplayAllocator(GranuleAllocator):
 
 
 def granule_view(shadow: ModelTarget, addresses: Iterable[int]) -> list[dict[str, Any]]:
-    """The shadow model's view of each distinct granule: RMM state, PAS in the GPT, owning RD."""
+    """The shadow model's view of each distinct granule: RMM state, PAS in the GPT, owning RD.
+
+    The owner is the RD of the Realm an RD, REC, REC auxiliary, RTT or DATA granule belongs to
+    (None for granules no Realm holds).
+    """
     rmm = shadow.machine.rmm
     out: list[dict[str, Any]] = []
     seen: set[int] = set()
@@ -219,6 +224,10 @@ def granule_view(shadow: ModelTarget, addresses: Iterable[int]) -> list[dict[str
             owner = pa
         elif pa >> 12 in rmm.recs:
             owner = rmm.recs[pa >> 12].owner.rd
+        elif state is GranuleState.REC_AUX:
+            owner = next((rec.owner.rd for rec in rmm.recs.values() if pa in rec.aux), None)
+        elif state in (GranuleState.RTT, GranuleState.DATA):
+            owner = next((r.rd for r in rmm.realms.values() if any(_holds(t, pa) for t in r.starts)), None)
         out.append(
             {
                 "pa": f"{pa:#x}",
@@ -228,6 +237,19 @@ def granule_view(shadow: ModelTarget, addresses: Iterable[int]) -> list[dict[str
             }
         )
     return out
+
+
+def _holds(rtt: Rtt, pa: int) -> bool:
+    """Whether ``pa`` is this RTT, a table below it, or a DATA granule one of them maps."""
+    if rtt.addr == pa:
+        return True
+    for entry in rtt.entries:
+        if entry.state is Hipas.TABLE and entry.table is not None:
+            if _holds(entry.table, pa):
+                return True
+        elif entry.state is Hipas.ASSIGNED and entry.addr == pa:
+            return True
+    return False
 
 
 def addresses_in(value: object) -> list[int]:

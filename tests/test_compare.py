@@ -21,7 +21,7 @@ from cca_hil.errors import EXIT_FAILED, EXIT_OK, EXIT_TARGET
 from cca_hil.profiles import build_target, load_profile
 from cca_hil.results import Outcome, RunResult
 from cca_hil.sequences import Runner, load_sequence, load_sequence_text
-from cca_hil.shadow import AbiMismatch, read_rmm_facts, shadow_profile
+from cca_hil.shadow import AbiMismatch, granule_view, read_rmm_facts, shadow_profile
 from cca_hil.targets.model import ModelTarget
 
 BUNDLED = ("realm-lifecycle", "rtt-fold", "unprotected-map", "attestation")
@@ -290,3 +290,49 @@ def test_reproducer_text_is_a_sequence(tmp_path: Path) -> None:
     text = runner.reports[0].read_text()
     assert text.startswith("# Reproducer of divergence 1: diverged from the model: status error_rec")
     assert load_sequence(runner.reports[0]).name == "delegate-twice-divergence-1"
+
+
+def test_granule_view_names_state_pas_and_owner() -> None:
+    text = """\
+sequence: realm
+granules: [rd, rtt0, rtt3, data, src, rec]
+steps:
+  - {rmi: granule_delegate, args: {addr: rd}}
+  - {rmi: granule_delegate, args: {addr: rtt0}}
+  - {rmi: realm_create, args: {rd: rd, params: {rtt_base: rtt0}}}
+  - {rmi: granule_delegate, args: {addr: rec}}
+  - {rmi: rec_create, args: {rd: rd, rec: rec, params: {}}}
+"""
+    target = build_target(load_profile("model"))
+    assert isinstance(target, ModelTarget)
+    runner = Runner(target)
+    result = runner.run(load_sequence_text(text))
+    assert result.outcome is Outcome.PASSED
+    rd = int(result.steps[0].args["addr"])
+    rtt0 = int(result.steps[1].args["addr"])
+    rec = int(result.steps[3].args["addr"])
+    aux = int(result.steps[4].args["params"]["aux"][0], 0)
+    view = {int(g["pa"], 0): g for g in granule_view(target, [rd, rtt0, rec, aux, rd + 0x10, 0x1000])}
+    assert set(view) == {rd, rtt0, rec, aux}  # rd + 0x10 is rd's granule; 0x1000 is not delegable DRAM
+    assert {pa: (g["state"], g["pas"]) for pa, g in view.items()} == {
+        rd: ("rd", "realm"),
+        rtt0: ("rtt", "realm"),
+        rec: ("rec", "realm"),
+        aux: ("rec_aux", "realm"),
+    }
+    assert {g["owner"] for g in view.values()} == {f"{rd:#x}"}
+
+
+def test_compare_is_the_default_off_the_model_only(workdir: Path) -> None:
+    board = cli.invoke(
+        app,
+        ["--profile", "board-sim", "--run-dir", "b", "conformance", "--only", "rtt_fold", "--json", "b.json"],
+    )
+    assert board.exit_code == EXIT_OK, board.output
+    steps = [s for q in json.loads((workdir / "b.json").read_text())["sequences"] for s in q["steps"]]
+    ran = [s for s in steps if s["outcome"] != "skipped"]
+    assert ran and all(s["matched"] is True and s["predicted"] is not None for s in ran)
+    model = cli.invoke(app, ["--run-dir", "m", "run", "twice.yaml", "--json", "m.json"])
+    assert model.exit_code == EXIT_OK, model.output
+    steps = json.loads((workdir / "m.json").read_text())["sequences"][0]["steps"]
+    assert all(s["matched"] is None and s["predicted"] is None for s in steps)
