@@ -217,7 +217,8 @@ class Monitor:
             # gpt_undelegate: GPI No-access + TLBI, DC CIPAPA of the source PAS (the RMM's scrub
             # reaches memory) then of the Non-secure PAS (no stale lines), GPI NS + TLBI, fuse.
             # Nothing walks the GPT between the two writes (EL3 runs the sequence to its end), so
-            # one invalidation after both leaves the TLB as TF-A's two do; both are issued and counted.
+            # dropping the granule once, after both, leaves the TLB as TF-A's two TLBIs do; both
+            # are counted.
             entries[index] = others | _NA << shift
             self.cache_cleans += 2
             entries[index] = others | _NS << shift
