@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Final, Protocol
 
 import typer
 
-from cca_hil.errors import CcaHilError, InputError
+from cca_hil.errors import CapabilityError, CcaHilError, InputError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -295,7 +295,8 @@ def gpt_show(
         options = _options(ctx)
         profile = options.load_profile()
         with build_target(profile, run_dir=options.run_dir) as target:
-            target.require(Capability.GPT_READ)
+            if not target.has(Capability.GPT_READ):
+                raise CapabilityError(Capability.GPT_READ, target.name, why=_no_gpt_reason(profile))
             gpccr, gptbr = target.gpt_registers()
             tables = target.gpt_tables()
             features = GptFeatures(pa_bits=target.info().pa_bits)
@@ -306,6 +307,18 @@ def gpt_show(
         else:
             render_map(pas_map, stdout_console(), title=title)
         _outputs(pas_map, title=title, json_path=None, svg_path=svg_path)
+
+
+def _no_gpt_reason(profile: Profile) -> str:
+    """Why a target cannot show its GPT, and what would."""
+    if profile.kind == "fvp":
+        return "the FVP's debug server is not enabled (set fvp.iris: true)"
+    if profile.param("probe") is not None:
+        return (
+            "the GPT lives in Root PAS memory and GPCCR_EL3/GPTBR_EL3 are EL3 registers; a MEM-AP "
+            "reaches only the Secure and Non-secure PAS, so the probe cannot read them"
+        )
+    return "neither the agent nor the target can read EL3 registers or Root memory"
 
 
 # -- check gpt / mec -----------------------------------------------------------------------------------------

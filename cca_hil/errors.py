@@ -70,10 +70,12 @@ class TargetError(CcaHilError):
 class CapabilityError(TargetError):
     """The target lacks a capability an operation needs (callers usually turn this into 'skipped')."""
 
-    def __init__(self, capability: str, target: str) -> None:
+    def __init__(self, capability: str, target: str, *, why: str = "") -> None:
         self.capability = capability
         self.target = target
-        super().__init__(f"target {target!r} does not provide {capability!r}")
+        self.why = why
+        text = f"target {target!r} does not provide {capability!r}"
+        super().__init__(f"{text}: {why}" if why else text)
 
 
 class TransportError(TargetError):

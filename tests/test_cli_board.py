@@ -360,3 +360,12 @@ def test_probe_list_in_a_subprocess_sees_probes_named_in_the_environment(tmp_pat
     assert ids == ["CCASIM-ENV1", "CCASIM-ENV2"]
     # Whatever this host's USB offers, a source that cannot be asked is a listed problem, not a crash.
     assert all(isinstance(p, str) and "\n" not in p for p in document["problems"])
+
+
+def test_gpt_show_through_a_probe_says_why_the_gpt_is_out_of_reach() -> None:
+    code, _, err = invoke("--profile", PROFILE, "gpt", "show")
+    assert code == EXIT_TARGET
+    line = one_error_line(err)
+    assert "Root PAS" in line
+    assert "MEM-AP" in line
+    assert TRACEBACK not in err
