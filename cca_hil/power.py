@@ -39,10 +39,11 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType, TracebackType
-from typing import Any, Literal, Self, cast
+from types import MappingProxyType
+from typing import Any, Literal, cast
 
 from cca_hil.errors import ProfileError, TargetError, TransportError
+from cca_hil.resource import Resource
 
 PowerFunction = Literal["power", "reset", "boot"]
 PowerAction = Literal["on", "off", "cycle", "reset"]
@@ -219,7 +220,7 @@ class PowerConfig:
         return (*strap, Step("reset", True, self.settle.reset), Step("reset", False))
 
 
-class PowerController:
+class PowerController(Resource):
     """Performs power actions on one board; open it once and keep it for the session."""
 
     def __init__(
@@ -269,18 +270,6 @@ class PowerController:
         gpio, self._gpio = self._gpio, None
         if gpio is not None:
             gpio.close(freeze=True)
-
-    def __enter__(self) -> Self:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- actions ----------------------------------------------------------------------------
 

@@ -21,12 +21,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType, TracebackType
-from typing import Any, Literal, Self
+from types import MappingProxyType
+from typing import Any, Literal
 
 from cca_hil.arch.pas import Pas
 from cca_hil.errors import ProfileError, TargetError, TransportError
 from cca_hil.images import Image, check_fits, load_image
+from cca_hil.resource import Resource
 from cca_hil.targets.base import MemoryRegion
 
 ApKind = Literal["mem", "axi", "ahb", "apb"]
@@ -187,7 +188,7 @@ class LoadResult:
     entry: int | None
 
 
-class ProbeSession:
+class ProbeSession(Resource):
     """A pyOCD session on one debug probe, moving memory through one MEM-AP in one PAS.
 
     ``pas`` is the PAS of every access (Secure or Non-secure, from the MEM-AP's
@@ -256,18 +257,6 @@ class ProbeSession:
         session, self._session, self._ap = self._session, None, None
         if session is not None:
             session.close()
-
-    def __enter__(self) -> Self:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _select_ap(self) -> Any:
         from pyocd.coresight import ap as pyocd_ap

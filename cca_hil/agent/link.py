@@ -16,8 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
 from cca_hil.agent.errors import (
     AgentDisconnectedError,
@@ -72,6 +71,7 @@ from cca_hil.agent.protocol import (
 )
 from cca_hil.agent.streams import ByteStream
 from cca_hil.errors import CapabilityError, GranuleProtectionFault
+from cca_hil.resource import Resource
 from cca_hil.targets.base import AccessOp, AccessResult, Capability, Fault
 
 ConsoleSink = Callable[[bytes], object] | IO[bytes]
@@ -134,7 +134,7 @@ _GROW_AFTER = 16
 """Clean chunks in a row after which a shrunk chunk size doubles again."""
 
 
-class AgentLink:
+class AgentLink(Resource):
     """A session with the resident agent: handshake, then SMCs, memory, accesses, batches, realm runs."""
 
     def __init__(
@@ -197,15 +197,6 @@ class AgentLink:
             return
         self._stop.set()
         reader.join(timeout=max(1.0, 4 * self.timeouts.gap))
-
-    def __enter__(self) -> Self:
-        self.open()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- handshake and facts ---------------------------------------------------------------------
 

@@ -12,11 +12,11 @@ import abc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from cca_hil.arch.pas import Pas
 from cca_hil.errors import CapabilityError
+from cca_hil.resource import Resource
 
 if TYPE_CHECKING:
     from cca_hil.profiles import Profile
@@ -192,7 +192,7 @@ class RealmActionLike(Protocol):
         ...
 
 
-class Target(abc.ABC):
+class Target(Resource):
     """A thing cca-hil can drive: the built-in model, an FVP, QEMU, a board.
 
     Subclasses set :attr:`kind` and implement what their capabilities promise;
@@ -234,18 +234,6 @@ class Target(abc.ABC):
     def close(self) -> None:
         """Release the target; idempotent and bounded in time."""
         self._opened = False
-
-    def __enter__(self) -> Self:
-        self.open()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- facts ---------------------------------------------------------------
 
