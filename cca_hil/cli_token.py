@@ -74,13 +74,18 @@ def get(
         Path | None,
         typer.Option("--sequence", metavar="FILE", help="Attestation flow to run (default: bundled)."),
     ] = None,
+    challenge: Annotated[
+        str | None,
+        typer.Option("--challenge", metavar="HEX", help="The challenge the realm passes (up to 64 bytes)."),
+    ] = None,
 ) -> None:
     """Build and run a measured realm, have it ask for a CCA token, verify the token and save it."""
     from cca_hil.checks.attest import fetch_token
     from cca_hil.profiles import build_target
 
+    nonce = _hex(challenge, "challenge") if challenge else None
     with build_target(_profile(ctx)) as target:
-        run = fetch_token(target, sequence)
+        run = fetch_token(target, sequence, challenge=nonce)
     out.write_bytes(run.token)
     if run.iak is not None:
         # Relying parties (Veraison among them) take the platform's IAK as PEM.

@@ -55,6 +55,38 @@ def challenge_of(spec: Sequence) -> bytes | None:
     return None
 
 
+def with_challenge(spec: Sequence, challenge: bytes) -> Sequence:
+    """The same flow with ``challenge`` (≤ 64 bytes, zero-padded) in its RSI_ATTESTATION_TOKEN_INIT."""
+    from dataclasses import replace
+
+    from cca_hil.seqformat import RealmActionSpec, RmiStep, RsiStep, Step, Wide
+
+    if len(challenge) > 64:
+        raise InputError(f"a challenge is at most 64 bytes, got {len(challenge)}", where="--challenge")
+    found = False
+
+    def patched(action: RealmActionSpec) -> RealmActionSpec:
+        nonlocal found
+        if action.kind != "rsi" or action.name != "attestation_token_init":
+            return action
+        found = True
+        return replace(action, args={**action.args, "challenge": Wide(challenge.ljust(64, b"\0"))})
+
+    steps: list[Step] = []
+    for step in spec.steps:
+        if isinstance(step, RsiStep):
+            steps.append(replace(step, action=patched(step.action)))
+        elif isinstance(step, RmiStep) and step.realm:
+            steps.append(replace(step, realm=tuple(patched(a) for a in step.realm)))
+        else:
+            steps.append(step)
+    if not found:
+        raise InputError(
+            "the flow has no rsi attestation_token_init to give a challenge to", where=spec.source
+        )
+    return replace(spec, steps=tuple(steps))
+
+
 def token_location(result: SequenceResult) -> tuple[int, int, int]:
     """(REC, token page IPA, length) of the token a run delivered, from its step results."""
     rec = None
@@ -110,7 +142,7 @@ class TokenRun:
     iak: EcPublicKey | None
 
 
-def fetch_token(target: Target, sequence: Path | None = None) -> TokenRun:
+def fetch_token(target: Target, sequence: Path | None = None, *, challenge: bytes | None = None) -> TokenRun:
     """Run the attestation flow on ``target``, read the token back and verify it.
 
     Raises CapabilityError when the target cannot run realms or read realm
@@ -126,6 +158,8 @@ def fetch_token(target: Target, sequence: Path | None = None) -> TokenRun:
         raise CapabilityError("realm memory read-back", target.name)
     path = sequence or bundled_attestation_sequence()
     spec = load_sequence(path)
+    if challenge is not None:
+        spec = with_challenge(spec, challenge)
     measured = measure_sequence(spec)
     result = Runner(target).run(spec)
     if result.error or result.skipped_reason:
@@ -165,13 +199,14 @@ _EXPECTED = {
 class _Flow:
     """Runs the flow once, when the section starts; each verification check becomes a case."""
 
-    def __init__(self, target: Target, sequence: Path | None) -> None:
+    def __init__(self, target: Target, sequence: Path | None, challenge: bytes | None) -> None:
         self.target = target
         self.sequence = sequence
+        self.challenge = challenge
 
     def cases(self) -> list[Case]:
         try:
-            run = fetch_token(self.target, self.sequence)
+            run = fetch_token(self.target, self.sequence, challenge=self.challenge)
         except InputError as exc:
             # A flow that does not complete is the target's failure, not the user's input.
             raise TargetError(str(exc)) from exc
@@ -200,9 +235,11 @@ def _verdict(ok: bool, detail: str) -> Callable[[], Verdict]:
     return lambda: Verdict(ok, "ok" if ok else "failed", detail)
 
 
-def attest_sections(target: Target, sequence: Path | None = None) -> list[Section]:
+def attest_sections(
+    target: Target, sequence: Path | None = None, *, challenge: bytes | None = None
+) -> list[Section]:
     """``check attest``: the token round trip on ``target``, one case per verification check."""
-    flow = _Flow(target, sequence)
+    flow = _Flow(target, sequence, challenge)
     return [
         Section(
             name="attestation",

@@ -94,3 +94,23 @@ def test_check_attest_command_exits_zero_on_the_model(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--run-dir", str(tmp_path / "run"), "check", "attest"])
     assert result.exit_code == 0, result.stdout + result.stderr
     assert "7 passed" in result.stdout
+
+
+def test_token_get_with_a_challenge_puts_it_in_the_token(tmp_path: Path) -> None:
+    token = tmp_path / "c.cbor"
+    got = runner.invoke(
+        app,
+        ["--run-dir", str(tmp_path / "run"), "token", "get", "--challenge", "0123abcd", "--out", str(token)],
+    )
+    assert got.exit_code == 0, got.stdout + got.stderr
+    right = runner.invoke(app, ["token", "verify", str(token), "--challenge", "0123abcd"])
+    assert right.exit_code == 0, right.stdout
+    wrong = runner.invoke(app, ["token", "verify", str(token), "--challenge", "0123abce"])
+    assert wrong.exit_code == 1
+    assert "challenge" in wrong.stdout
+
+
+def test_a_challenge_longer_than_64_bytes_is_bad_input(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["token", "get", "--challenge", "00" * 65, "--out", str(tmp_path / "t.cbor")])
+    assert result.exit_code == 2
+    assert "at most 64 bytes" in result.stderr
