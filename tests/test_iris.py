@@ -576,3 +576,22 @@ def test_standin_iris_options_print_the_port_and_keep_to_loopback() -> None:
     assert "command line option --cyclelimit ignored because --iris-server option specified" in done.stderr
     assert "--iris-allow-remote: this stand-in serves Iris on 127.0.0.1 only" in done.stderr
     assert "time limit reached" in done.stdout  # the cycle limit was not the one that ended the run
+
+
+def test_a_late_answer_to_a_timed_out_call_is_not_taken_for_the_next(
+    scripted: Callable[..., ScriptedServer],
+) -> None:
+    def late(conn: socket.socket) -> None:
+        _handshake(conn)
+        codec = IrisCodec()
+        first, second = _requests(conn, codec, 2)  # the second only comes once the first timed out
+        conn.sendall(
+            encode_message({"jsonrpc": "2.0", "id": first["id"], "result": "first"})
+            + encode_message({"jsonrpc": "2.0", "id": second["id"], "result": "second"})
+        )
+
+    server = scripted(late)
+    with IrisClient.connect(server.port, timeout=20) as client:
+        with pytest.raises(IrisTimeoutError):
+            client.call("first", timeout=0.2)
+        assert client.call("second") == "second"

@@ -289,7 +289,8 @@ class IrisClient:
         self._codec = IrisCodec()
         self._counter = 0
         self._responses: dict[int, dict[str, Any]] = {}
-        self._abandoned: set[int] = set()
+        self._outstanding: set[int] = set()
+        """Ids of calls in progress: only their answers are kept (late and unknown ones are dropped)."""
         self.server_requests: deque[dict[str, Any]] = deque(maxlen=SERVER_REQUESTS_KEPT)
         """Requests and notifications the server sent (callbacks, events), oldest first."""
 
@@ -403,10 +404,8 @@ class IrisClient:
             ident = message.get("id")
             if not isinstance(ident, int) or isinstance(ident, bool):
                 raise IrisProtocolError(f"Iris response without a usable id: {str(message)[:80]}")
-            if ident in self._abandoned:
-                self._abandoned.discard(ident)
-                continue
-            self._responses[ident] = message
+            if ident in self._outstanding:
+                self._responses[ident] = message
 
     def call(self, method: str, timeout: float | None = None, **params: Any) -> Any:
         """Call ``method`` with named ``params``; its result, or IrisCallError / IrisTimeoutError."""
@@ -414,8 +413,9 @@ class IrisClient:
         ident = self.inst_id << 32 | self._counter
         request = {"jsonrpc": "2.0", "method": method, "params": params, "id": ident}
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        self._send(encode_message(request), deadline)
+        self._outstanding.add(ident)
         try:
+            self._send(encode_message(request), deadline)
             while ident not in self._responses:
                 data = self._recv(deadline, f"answer to {method}")
                 try:
@@ -423,10 +423,9 @@ class IrisClient:
                 except IrisProtocolError:
                     self.close()
                     raise
-        except IrisTimeoutError:
-            # A late answer must not be taken for another call's.
-            self._abandoned.add(ident)
-            raise
+        finally:
+            # A late answer to a call that timed out is dropped, never taken for another call's.
+            self._outstanding.discard(ident)
         response = self._responses.pop(ident)
         if "error" in response:
             error = response["error"]
