@@ -22,6 +22,7 @@ naming the profile key; everything else goes through the agent either way.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -35,7 +36,6 @@ from cca_hil.arch.gpt import (
     GptFeatures,
     L0Table,
     decode_l0,
-    memory_reader,
     walk,
 )
 from cca_hil.arch.pas import Pas
@@ -204,7 +204,7 @@ class FvpTarget(AgentTarget):
         self.console_write(match.string[: match.end()])
         return terminal
 
-    def _open_iris(self, ports: dict[str, int] | Any) -> None:
+    def _open_iris(self, ports: Mapping[str, int]) -> None:
         if not self.config.iris:
             return
         port = ports.get(IRIS_PORT)
@@ -300,14 +300,14 @@ class FvpTarget(AgentTarget):
         return tables
 
     def gpt_pas(self, pa: int) -> Pas:
+        """The PAS the GPT in memory gives ``pa``: a walk reading only its descriptors through Root."""
         gpccr, gptbr = self.gpt_registers()
-        result = walk(
-            pa,
-            gpccr=gpccr,
-            gptbr=gptbr,
-            read64=memory_reader(self.gpt_tables()),
-            features=self._gpt_features(),
-        )
+        iris = self._iris(Capability.GPT_READ)
+
+        def read64(address: int) -> int:
+            return int.from_bytes(iris.read(address, 8, Pas.ROOT), "little")
+
+        result = walk(pa, gpccr=gpccr, gptbr=gptbr, read64=read64, features=self._gpt_features())
         return Pas.NONE if result.pas == "fault" else Pas(result.pas)
 
     def _gpt_features(self) -> GptFeatures:
