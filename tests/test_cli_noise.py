@@ -44,6 +44,11 @@ def test_board_sim_run_through_a_noisy_link_still_passes(tmp_path: Path) -> None
         "ber=1e-4,drop=1e-3,dup=1e-3",
         "--set",
         "link.retries=24",
+        # Generous bounds: this runs beside the rest of the suite on a 2-core CI machine.
+        "--set",
+        "serial.launch_timeout=60",
+        "--set",
+        "link.timeouts.request=5",
         "run",
         "realm-lifecycle",
         "--json",
