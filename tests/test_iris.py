@@ -4,12 +4,9 @@ sockets), scripted servers for the protocol's corner cases, and the fvp target's
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +37,6 @@ from cca_hil.transport.iris import (
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tools" / "fvp-standin"
-TAG = "CCA_HIL_IRIS_TEST_TAG"
 GRANULE = 0x9010_0000
 """A granule in the stand-in model's NS pool (past BL33)."""
 PLAIN = bytes(range(256)) * 16
@@ -55,35 +51,10 @@ SPACE_NAMES = {
 # -- fixtures ------------------------------------------------------------------------------------------
 
 
-def _tagged_processes(tag: str) -> list[int]:
-    found = []
-    needle = f"{TAG}={tag}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 @pytest.fixture(autouse=True)
-def no_leaked_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Tag every process a test starts; none may outlive the test."""
-    tag = uuid.uuid4().hex
-    monkeypatch.setenv(TAG, tag)
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    monkeypatch.delenv("FVP_STANDIN_VERSION", raising=False)
-    yield
-    leaked = _tagged_processes(tag)
-    for pid in leaked:
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    assert not leaked, f"processes left running: {leaked}"
+def no_leaked_processes(process_guard: str) -> str:
+    """Every process a test here starts must be gone when it ends (tests/conftest.py)."""
+    return process_guard
 
 
 @pytest.fixture

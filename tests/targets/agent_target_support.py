@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
@@ -18,25 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SIM_BOARD = ROOT / "tools" / "sim-board"
 STANDIN = ROOT / "tools" / "fvp-standin"
 SAMPLES = sorted((ROOT / "cca_hil" / "data" / "sequences").glob("*.yaml"))
-TAG = "CCA_HIL_TARGET_TEST_TAG"
 
 FAST_LINK = "link.timeouts={boot: 10, handshake: 0.3, request: 1, bulk: 2, gap: 0.02}"
 """Short link bounds for failure tests; correctness never depends on them."""
-
-
-def tagged_processes(tag: str) -> list[int]:
-    """Live processes whose environment carries ``tag``: everything a test started, children too."""
-    found = []
-    needle = f"{TAG}={tag}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def all_sequences() -> list[Sequence]:
