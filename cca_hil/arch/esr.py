@@ -20,6 +20,7 @@ class ExceptionClass(IntEnum):
     """ESR_ELx.EC values cca-hil meets (DDI0487 D24.2.45)."""
 
     UNKNOWN = 0x00
+    WFX = 0x01
     HVC64 = 0x16
     SMC64 = 0x17
     SYSREG = 0x18
@@ -28,6 +29,7 @@ class ExceptionClass(IntEnum):
     INSTRUCTION_ABORT_SAME = 0x21
     DATA_ABORT_LOWER = 0x24
     DATA_ABORT_SAME = 0x25
+    SERROR = 0x2F
 
 
 class FaultStatus(IntEnum):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from cca_hil.arch.esr import Esr, FaultStatus
+from cca_hil.arch.esr import Esr, ExceptionClass, FaultStatus
 from cca_hil.arch.gpt import GptFault, GptFaultKind
 from cca_hil.arch.pas import Pas
 from cca_hil.arch.rmi import GRANULE_SIZE
@@ -34,7 +34,7 @@ _SHIFT: Final = 12
 _REALM_PAS: Final = Pas.REALM
 
 # The syndrome of a GPF on an NS-EL2 load/store (SCR_EL3.GPF=0), for callers that build one themselves.
-EC_DATA_ABORT_SAME_EL: Final = 0x25
+EC_DATA_ABORT_SAME_EL: Final = int(ExceptionClass.DATA_ABORT_SAME)
 DFSC_GPF_ON_ACCESS: Final = int(FaultStatus.GPF)
 """Granule Protection Fault, not on a translation table walk (DDI0487 D24.2 ESR_ELx.DFSC)."""
 DFSC_SYNC_EXTERNAL_ABORT: Final = int(FaultStatus.SYNC_EXTERNAL)

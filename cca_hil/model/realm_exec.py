@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cca_hil.arch import measurement
+from cca_hil.arch.esr import ExceptionClass, FaultStatus
 from cca_hil.arch.pas import Pas
 from cca_hil.arch.rmi import MASK64, HashAlgorithm, RecExitReason, Ripas
 from cca_hil.arch.rsi_1_0 import (
@@ -84,22 +85,23 @@ MAX_TOKEN_SIZE = 0x1000
 VECTOR_SYNC_CURRENT_EL = 0x200
 """Offset of the "synchronous, current EL with SP_ELx" vector: where an injected exception lands."""
 
-EC_UNKNOWN = 0x00
-EC_WFX = 0x01
-EC_IABT_LOWER = 0x20
-EC_IABT_SAME = 0x21
-EC_DABT_LOWER = 0x24
-EC_DABT_SAME = 0x25
-EC_SERROR = 0x2F
+# Syndrome encodings come from the one table in arch/esr.py (DDI0487 D24.2.45).
+EC_UNKNOWN = int(ExceptionClass.UNKNOWN)
+EC_WFX = int(ExceptionClass.WFX)
+EC_IABT_LOWER = int(ExceptionClass.INSTRUCTION_ABORT_LOWER)
+EC_IABT_SAME = int(ExceptionClass.INSTRUCTION_ABORT_SAME)
+EC_DABT_LOWER = int(ExceptionClass.DATA_ABORT_LOWER)
+EC_DABT_SAME = int(ExceptionClass.DATA_ABORT_SAME)
+EC_SERROR = int(ExceptionClass.SERROR)
 ESR_IL = 1 << 25
 ESR_ISV = 1 << 24
 ESR_SSE = 1 << 21
 ESR_SF = 1 << 15
 ESR_WNR = 1 << 6
 ESR_EA = 1 << 9
-DFSC_TRANSLATION_L0 = 0x04
-DFSC_SEA = 0x10
-DFSC_GPF = 0x28
+DFSC_TRANSLATION_L0 = int(FaultStatus.TRANSLATION_L0)
+DFSC_SEA = int(FaultStatus.SYNC_EXTERNAL)
+DFSC_GPF = int(FaultStatus.GPF)
 _EXTERNAL_ABORTS = frozenset({0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x17})
 """Fault status codes of synchronous external aborts (on access and on translation-table walks)."""
 

@@ -24,6 +24,7 @@ import struct
 from collections.abc import Callable
 
 from cca_hil.arch import measurement
+from cca_hil.arch.esr import ExceptionClass, FaultStatus
 from cca_hil.arch.pas import Pas
 from cca_hil.arch.rmi import (
     GRANULE_SIZE,
@@ -101,8 +102,8 @@ _PSCI_ALREADY_ON = -4
 
 _EXIT_IMM = 0x600
 """RmiRecExit.imm, relative to the exit half of RecRun."""
-_ESR_EC_DABT_LOWER = 0x24
-_DFSC_TRANSLATION_L0 = 0x04
+_ESR_EC_DABT_LOWER = int(ExceptionClass.DATA_ABORT_LOWER)
+_DFSC_TRANSLATION_L0 = int(FaultStatus.TRANSLATION_L0)
 
 GICV3_HCR_HOST_BITS = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 14)
 """ICH_HCR_EL2 bits the Host may set (UIE, LRENPIE, NPIE, VGrp*E/DIE, TDIR; RMM 1.0 Gicv3ConfigIsValid)."""
