@@ -246,7 +246,12 @@ class JournaledTarget(Target):
     empties the journal: the state after it is the freshly booted model.
     """
 
+    kind: ClassVar[str] = "model"
+    """The journaled kinds (JOURNALED_KINDS) are the model: results name the kind they ran on."""
+
     def __init__(self, inner: Target, journal: Journal) -> None:
+        if inner.kind != self.kind:
+            raise TypeError(f"only {self.kind} targets are journaled, not {inner.kind}")
         super().__init__(profile=inner.profile, run_dir=inner.run_dir)
         self.inner = inner
         self.journal = journal
