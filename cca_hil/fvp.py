@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-import select
 import shlex
 import shutil
 import signal
@@ -31,14 +30,18 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import Any, Self
 
 from cca_hil.errors import ProfileError, TargetError, TransportError
+from cca_hil.launch import OutputPump as _Pump
+from cca_hil.launch import group_exists as _group_exists
+from cca_hil.launch import signal_group as _killpg
+from cca_hil.launch import stop_group, wait_group_gone
 from cca_hil.transport.telnet import TERMINAL_MODES, TerminalClient, TerminalMode
 
 logger = logging.getLogger(__name__)
@@ -628,66 +631,6 @@ class PortLineParser:
         return tuple(lines)
 
 
-class _Pump:
-    """Reader thread copying one pipe of the model to a log file as bytes arrive."""
-
-    def __init__(self, stream: IO[bytes], log_path: Path, on_data: Callable[[bytes], None]) -> None:
-        self._stream = stream
-        self._fd = stream.fileno()
-        self._log = open(log_path, "ab", buffering=0)  # noqa: SIM115 - closed by the thread
-        self._on_data = on_data
-        self._stop = threading.Event()
-        self.done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"fvp-{log_path.name}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while True:
-                # A bounded select instead of a blocking read: a stray process outside the
-                # group that inherited the pipe must not keep this thread alive forever.
-                ready, _, _ = select.select([self._fd], [], [], 0.1)
-                if not ready:
-                    if self._stop.is_set():
-                        break
-                    continue
-                chunk = os.read(self._fd, 65536)
-                if not chunk:
-                    break
-                self._log.write(chunk)
-                self._on_data(chunk)
-        except OSError as error:
-            logger.debug("fvp output pipe: %s", error)
-        finally:
-            self._log.close()
-            self.done.set()
-
-    def join(self, timeout: float) -> None:
-        """Stop within ``timeout`` s (after draining what the model wrote) and close the pipe."""
-        if not self.done.wait(timeout):
-            self._stop.set()
-            self._thread.join(1.0)
-        self._thread.join(0.5)
-        if not self._thread.is_alive():
-            self._stream.close()
-
-
-def _killpg(pgid: int, sig: int) -> bool:
-    """Signal a process group; False when it no longer exists."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        # A group we started cannot belong to someone else unless its number was reused.
-        return False
-    return True
-
-
-def _group_exists(pgid: int) -> bool:
-    return _killpg(pgid, 0)
-
-
 class FvpProcess:
     """A running model: its process group, output logs, terminal ports and connected terminals."""
 
@@ -880,27 +823,10 @@ class FvpProcess:
         return self._proc.returncode
 
     def _stop_group(self, grace: float, kill_wait: float) -> None:
-        if not _group_exists(self.pgid):
-            self._proc.poll()
-            return
-        _killpg(self.pgid, signal.SIGTERM)
-        if self._wait_group_gone(grace):
-            return
-        logger.warning("FVP pid %d ignored SIGTERM for %g s; sending SIGKILL", self.pid, grace)
-        _killpg(self.pgid, signal.SIGKILL)
-        if not self._wait_group_gone(kill_wait):
-            raise TransportError(f"the FVP process group {self.pgid} survived SIGKILL for {kill_wait:g} s")
+        stop_group(self._proc, self.pgid, grace=grace, kill_wait=kill_wait, what="FVP")
 
     def _wait_group_gone(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while True:
-            # Reap the leader: a zombie still counts as a member of its group.
-            self._proc.poll()
-            if not _group_exists(self.pgid):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
+        return wait_group_gone(self._proc, self.pgid, timeout)
 
     def __enter__(self) -> Self:
         return self
