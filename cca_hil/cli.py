@@ -213,6 +213,8 @@ class Settings:
     quiet: bool
     inject_noise: str | None = None
     """``--inject-noise`` spec for targets reached through the agent link (farm diagnostics)."""
+    lease_timeout: float | None = None
+    """``--lease-timeout``: seconds to wait for a target leased by someone else (``lease.timeout``)."""
 
     @property
     def verbosity(self) -> Verbosity:
@@ -234,8 +236,11 @@ class Settings:
                 parse_assignment(assignment)
             except ProfileError as exc:
                 raise ProfileError(exc.what, where=origin, valid=exc.valid) from exc
+        overrides = self.overrides
+        if self.lease_timeout is not None:
+            overrides = (*overrides, f"lease.timeout={self.lease_timeout}")
         try:
-            profile = load_profile(self.profile, self.overrides)
+            profile = load_profile(self.profile, overrides)
             if self.inject_noise is None:
                 return profile
             if profile.kind not in NOISY_KINDS:
@@ -245,7 +250,7 @@ class Settings:
                     where="--inject-noise",
                     valid=[f"a profile of kind {kind}" for kind in NOISY_KINDS],
                 )
-            return load_profile(self.profile, (*self.overrides, f"link.noise={self.inject_noise}"))
+            return load_profile(self.profile, (*overrides, f"link.noise={self.inject_noise}"))
         except ProfileError as exc:
             if exc.where is not None:
                 raise
@@ -307,6 +312,16 @@ def _root(  # noqa: PLR0917  (typer reads options from the signature)
             help="Corrupt the agent link for diagnostics, e.g. ber=1e-4,drop=1e-3,dup=1e-3 (serial, fvp).",
         ),
     ] = None,
+    lease_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--lease-timeout",
+            metavar="SECONDS",
+            envvar="CCA_HIL_LEASE_TIMEOUT",
+            min=0,
+            help="Wait this long for a target another user holds (default 0: fail at once naming them).",
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", is_eager=True, callback=_show_version, help="Print the version and exit."),
@@ -329,6 +344,7 @@ def _root(  # noqa: PLR0917  (typer reads options from the signature)
         verbose=verbose,
         quiet=quiet,
         inject_noise=inject_noise,
+        lease_timeout=lease_timeout,
     )
 
 
@@ -1014,6 +1030,10 @@ app.add_typer(fvp_app, name="fvp")
 app.add_typer(probe_app, name="probe")
 app.add_typer(gpt_app, name="gpt")
 app.add_typer(check_app, name="check")
+
+from cca_hil.cli_lease import lease_app  # noqa: E402
+
+app.add_typer(lease_app, name="lease")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

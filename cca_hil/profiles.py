@@ -38,7 +38,7 @@ TARGET_KINDS: dict[str, str] = {
 Schema = Mapping[str, Any]
 """A parameter schema: key -> type (int, str, bool, float, list) or a nested Schema."""
 
-TOP_LEVEL_KEYS = ("name", "kind", "description")
+TOP_LEVEL_KEYS = ("name", "kind", "description", "lease")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class Profile:
     source: str = "<built-in>"
     shadow: Mapping[str, Any] = field(default_factory=dict)
     """A non-model profile's ``model:`` section: how its shadow model answers (``cca_hil.shadow``)."""
+    lease: Mapping[str, Any] = field(default_factory=dict)
+    """The ``lease:`` section: ``timeout`` (s to wait for a busy target), ``key`` (``cca_hil.lease``)."""
 
     def param(self, dotted: str, default: Any = None) -> Any:
         """A parameter by dotted path inside the kind's section."""
@@ -198,6 +200,7 @@ def load_profile(name_or_path: str = DEFAULT_PROFILE, overrides: Iterable[str] =
     if not isinstance(kind, str):
         raise ProfileError("missing 'kind'", where=where, valid=sorted(TARGET_KINDS))
     cls = target_class(kind)
+    from cca_hil.lease import LEASE_PARAMS, check_lease_section
     from cca_hil.shadow import SHADOW_PARAMS
 
     allowed = (*TOP_LEVEL_KEYS, kind) if kind == "model" else (*TOP_LEVEL_KEYS, kind, "model")
@@ -210,6 +213,7 @@ def load_profile(name_or_path: str = DEFAULT_PROFILE, overrides: Iterable[str] =
     shadow: dict[str, Any] = {}
     if kind != "model":
         shadow = validate(data.get("model") or {}, SHADOW_PARAMS, where=where, path="model")
+    lease = validate(data.get("lease") or {}, LEASE_PARAMS, where=where, path="lease")
     for assignment in [*_env_overrides(), *overrides]:
         keys, value = parse_assignment(assignment)
         target_params = params
@@ -218,12 +222,16 @@ def load_profile(name_or_path: str = DEFAULT_PROFILE, overrides: Iterable[str] =
         elif keys and keys[0] == "model" and kind != "model":
             # A non-model profile's shadow model: --set model.compat=tf-rmm-1.0
             keys, target_params = keys[1:], shadow
+        elif keys and keys[0] == "lease":
+            keys, target_params = keys[1:], lease
         if not keys:
             raise ProfileError(f"bad override {assignment!r}")
         _apply(target_params, keys, value)
     params = validate(params, schema, where=f"{where} (after --set)", path=kind)
     if kind != "model":
         shadow = validate(shadow, SHADOW_PARAMS, where=f"{where} (after --set)", path="model")
+    lease = validate(lease, LEASE_PARAMS, where=f"{where} (after --set)", path="lease")
+    check_lease_section(lease, where=where)
     return Profile(
         name=str(data.get("name", path.stem)),
         kind=kind,
@@ -231,6 +239,7 @@ def load_profile(name_or_path: str = DEFAULT_PROFILE, overrides: Iterable[str] =
         params=params,
         source=where,
         shadow=shadow,
+        lease=lease,
     )
 
 

@@ -12,13 +12,15 @@ import abc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self
 
 from cca_hil.arch.pas import Pas
 from cca_hil.errors import CapabilityError
 from cca_hil.resource import Resource
 
 if TYPE_CHECKING:
+    from cca_hil.lease import Lease
     from cca_hil.profiles import Profile
 
 
@@ -205,6 +207,8 @@ class Target(Resource):
         self.profile = profile
         self.run_dir = run_dir
         self._opened = False
+        self.lease: Lease | None = None
+        """The exclusive lease held on the target while it is open through ``with`` (docs/farm.md)."""
 
     @property
     def name(self) -> str:
@@ -226,6 +230,67 @@ class Target(Resource):
             raise CapabilityError(capability, self.name)
 
     # -- lifecycle ---------------------------------------------------------
+
+    def lease_key(self) -> str | None:
+        """The identity of what this target drives exclusively, or None when nothing is shared.
+
+        The profile's ``lease.key`` when it names one, else what the kind derives
+        (:meth:`_lease_identity`): a serial URL, a probe id, an FVP session. None for
+        targets that are private to this process (the model, a board program it launches).
+        """
+        explicit = self.profile.lease.get("key")
+        return str(explicit) if explicit else self._lease_identity()
+
+    def _lease_identity(self) -> str | None:
+        """What a kind derives its lease key from (None: the target is private to this process)."""
+        return None
+
+    def take_lease(self) -> None:
+        """Take the exclusive lease on :meth:`lease_key` (waiting up to ``lease.timeout``); idempotent.
+
+        LeaseBusyError (a TargetError naming the holder) when someone else keeps it.
+        """
+        if self.lease is not None:
+            return
+        key = self.lease_key()
+        if key is None:
+            return
+        from cca_hil.lease import DEFAULT_TIMEOUT, LeaseStore
+
+        timeout = float(self.profile.lease.get("timeout", DEFAULT_TIMEOUT))
+        self.lease = LeaseStore().acquire(
+            key,
+            timeout=timeout,
+            hint="wait with --lease-timeout SECONDS (or lease.timeout in the profile); "
+            "see 'cca-hil lease list'",
+        )
+
+    def release_lease(self) -> None:
+        """Give the lease back (idempotent)."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            lease.release()
+
+    def __enter__(self) -> Self:
+        """Take the target's lease, then open it (the lease is given back if opening fails)."""
+        self.take_lease()
+        try:
+            self.open()
+        except BaseException:
+            self.release_lease()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.close()
+        finally:
+            self.release_lease()
 
     def open(self) -> None:
         """Start or connect to the target; idempotent."""

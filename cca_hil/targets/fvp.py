@@ -39,7 +39,7 @@ from cca_hil.arch.gpt import (
     walk,
 )
 from cca_hil.arch.pas import Pas
-from cca_hil.errors import CapabilityError, TargetError
+from cca_hil.errors import CapabilityError, CcaHilError, TargetError
 from cca_hil.fvp import FVP_PARAMS, IRIS_PORT, FvpConfig, FvpLauncher, FvpProcess, FvpSession, load_session
 from cca_hil.targets.agent import LINK_PARAMS, AgentTarget
 from cca_hil.targets.base import Capability
@@ -187,6 +187,17 @@ class FvpTarget(AgentTarget):
         self.session: FvpSession | None = None
         self._terminal: TerminalClient | None = None
         self.iris: IrisView | None = None
+
+    def _lease_identity(self) -> str | None:
+        """A model left running by ``fvp start`` (its state file); a model this target launches is private."""
+        state = session_file(self.run_dir) if self.run_dir is not None else None
+        if state is None:
+            return None
+        try:
+            running = load_session(state).is_running()
+        except CcaHilError:
+            return None  # a broken state file: opening reports it
+        return f"fvp:{state.resolve()}" if running else None
 
     def _connect(self, folder: Path) -> ByteStream:
         state = session_file(folder)

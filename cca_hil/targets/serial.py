@@ -464,6 +464,21 @@ class SerialTarget(AgentTarget):
                     if sim is not None:
                         sim.close()
 
+    def _lease_identity(self) -> str | None:
+        """The board: its UART URL, else its probe, else its power interface; None when simulated here.
+
+        A launched board program without ``url:`` is private to this process (it picks a free port).
+        """
+        if self.sim_machine is not None:
+            return None
+        if self.url:
+            return f"serial:{self.url}"
+        if self.probe_config is not None:
+            return f"probe:{_plain_id(self.probe_config.unique_id)}"
+        if self.power_config is not None and self.power_config.gpio_url:
+            return f"power:{self.power_config.gpio_url}"
+        return None
+
     # -- the agent's line ---------------------------------------------------------------------------------
 
     def _connect(self, folder: Path) -> ByteStream:
