@@ -33,6 +33,7 @@ TARGET_KINDS: dict[str, str] = {
     "model": "cca_hil.targets.model:ModelTarget",
     "serial": "cca_hil.targets.serial:SerialTarget",
     "fvp": "cca_hil.targets.fvp:FvpTarget",
+    "qemu": "cca_hil.targets.qemu:QemuTarget",
 }
 
 Schema = Mapping[str, Any]
