@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from cca_hil.profiles import Profile
     from cca_hil.checks.conformance import CompatChange
+    from cca_hil.profiles import Profile
     from cca_hil.report import Verbosity
     from cca_hil.results import RunResult
     from cca_hil.rmi_client import RmiResult
@@ -701,27 +701,27 @@ def _run(
     junit_path: Path | None,
     compare: bool | None = None,
     stop_on_divergence: bool = False,
+    quirk_rows: frozenset[int] | None = None,
 ) -> RunResult:
     """Run sequences on the selected target with every view subscribed; the result document.
-    quirk_rows: frozenset[int] | None = None,
 
     ``compare`` None: a shadow model predicts every step on targets other than ``model``.
+    ``quirk_rows``: the rmm-abi.md §12 rows whose ``compat:`` variants judge the steps (None: the
+    rows the profile's RMM is expected to answer as TF-RMM does, :func:`cca_hil.shadow.expected_quirk_rows`).
     """
     from cca_hil.profiles import build_target
     from cca_hil.report import ConsoleView, JsonReport, JunitReport, RunFolder
-    ``quirk_rows``: the rmm-abi.md §12 rows whose ``compat:`` variants judge the steps (None: the
-    rows the profile's RMM is expected to answer as TF-RMM does, :func:`cca_hil.shadow.expected_quirk_rows`).
     from cca_hil.results import Events, Observer
     from cca_hil.sequences import Runner
+    from cca_hil.shadow import expected_quirk_rows
 
     profile = settings.load_profile()
-    check_output_path(json_path, "--json")
-    from cca_hil.shadow import expected_quirk_rows
-    check_output_path(junit_path, "--junit")
-    _check_run_dir(settings.run_dir)
     rows = expected_quirk_rows(profile) if quirk_rows is None else quirk_rows
     if rows:
         sequences = [sequence.judged_by(rows) for sequence in sequences]
+    check_output_path(json_path, "--json")
+    check_output_path(junit_path, "--junit")
+    _check_run_dir(settings.run_dir)
     run_dir = settings.run_dir or default_run_dir(command)
     view = ConsoleView(_console(), verbosity=settings.verbosity)
     with RunFolder(run_dir) as folder:
@@ -809,6 +809,21 @@ def conformance(  # noqa: PLR0917  (typer reads options from the signature)
     junit_path: JunitOption = None,
     compare: CompareOption = None,
     stop_on_divergence: StopOnDivergenceOption = False,
+    compat: Annotated[
+        str | None,
+        typer.Option(
+            "--compat",
+            metavar="MODE",
+            help="Judge the cases rmm-abi.md §12 marks as answered differently by TF-RMM with that answer "
+            "(spec | tf-rmm-1.0; default: the RMM the profile is said to run — tf-rmm-1.0 on fvp profiles).",
+        ),
+    ] = None,
+    changes: Annotated[
+        bool,
+        typer.Option(
+            "--changes", help="Only list the cases whose expectation a compat mode changes, then exit."
+        ),
+    ] = False,
 ) -> None:
     """The bundled conformance suite: a case for every failure condition of every RMI and RSI command."""
     from cca_hil.checks.conformance import compat_changes, conformance_sequences
@@ -822,6 +837,16 @@ def conformance(  # noqa: PLR0917  (typer reads options from the signature)
         if exc.where is not None:
             raise
         raise InputError(exc.what, where="--only", valid=exc.valid) from exc
+    if compat is not None:
+        rows = compat_rows(compat, where="--compat")
+    else:
+        rows = expected_quirk_rows(settings.load_profile())
+    mode = compat or ("tf-rmm-1.0" if rows else "spec")
+    if changes:
+        _print_compat_changes(_console(), compat_changes(sequences), rows, mode, only_judged=False)
+        raise typer.Exit(0)
+    if rows and not settings.quiet:
+        _print_compat_changes(_console(), compat_changes(sequences), rows, mode, only_judged=True)
     result = _run(
         settings,
         command="conformance",
@@ -830,8 +855,42 @@ def conformance(  # noqa: PLR0917  (typer reads options from the signature)
         junit_path=junit_path,
         compare=compare,
         stop_on_divergence=stop_on_divergence,
+        quirk_rows=rows,
     )
     raise typer.Exit(result.exit_code())
+
+
+def _print_compat_changes(
+    console: Console, changes: Sequence[CompatChange], rows: frozenset[int], mode: str, *, only_judged: bool
+) -> None:
+    """The cases whose expectation a compatibility mode changes, as a table (rmm-abi.md §12)."""
+    from rich.table import Table
+
+    changes = sorted(changes, key=lambda c: c.variant.row)
+    judged = [c for c in changes if c.variant.row in rows]
+    shown = judged if only_judged else changes
+    if only_judged:
+        active = ", ".join(str(r) for r in sorted({c.variant.row for c in judged}))
+        title = f"{len(judged)} cases judged by their {mode} answer (rmm-abi.md §12 rows {active})"
+    else:
+        title = (
+            f"{len(changes)} cases expect another answer under tf-rmm-1.0 (rmm-abi.md §12); "
+            f"judged that way with {mode}: {len(judged)}"
+        )
+    table = Table(title=title, title_justify="left")
+    table.add_column("§12 row", justify="right")
+    table.add_column("case")
+    table.add_column("spec expects")
+    table.add_column("tf-rmm-1.0 expects")
+    if not only_judged:
+        table.add_column(f"judged ({mode})")
+    for change in shown:
+        cells = [str(change.variant.row), f"{change.case}\n[dim]{change.where}[/]", change.spec_text]
+        cells.append(change.variant.text)
+        if not only_judged:
+            cells.append("yes" if change.variant.row in rows else "no")
+        table.add_row(*cells)
+    console.print(table)
 
 
 # -- rmi at the bench -----------------------------------------------------------------------------------
@@ -891,21 +950,6 @@ def _print_rmi(console: Console, inputs: Mapping[str, int], result: RmiResult) -
     command = RMI_1_0.by_name[result.command]
     shown = " ".join(f"{k}={show_input(command.input(k), v)}" for k, v in inputs.items())
     console.print(f"{command.spec_name} {shown}".rstrip(), markup=False, highlight=False)
-    compat: Annotated[
-        str | None,
-        typer.Option(
-            "--compat",
-            metavar="MODE",
-            help="Judge the cases rmm-abi.md §12 marks as answered differently by TF-RMM with that answer "
-            "(spec | tf-rmm-1.0; default: the RMM the profile is said to run — tf-rmm-1.0 on fvp profiles).",
-        ),
-    ] = None,
-    changes: Annotated[
-        bool,
-        typer.Option(
-            "--changes", help="Only list the cases whose expectation a compat mode changes, then exit."
-        ),
-    ] = False,
     table = Table(show_header=False, box=None, padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -918,16 +962,6 @@ def _print_rmi(console: Console, inputs: Mapping[str, int], result: RmiResult) -
     types = {o.name: o.type for o in command.outputs}
     for name, value in result.outputs.items():
         table.add_row(name, _show_output(value, types[name]))
-    if compat is not None:
-        rows = compat_rows(compat, where="--compat")
-    else:
-        rows = expected_quirk_rows(settings.load_profile())
-    mode = compat or ("tf-rmm-1.0" if rows else "spec")
-    if changes:
-        _print_compat_changes(_console(), compat_changes(sequences), rows, mode, only_judged=False)
-        raise typer.Exit(0)
-    if rows and not settings.quiet:
-        _print_compat_changes(_console(), compat_changes(sequences), rows, mode, only_judged=True)
     table.add_row("registers", " ".join(f"X{i}={r:#x}" for i, r in enumerate(result.registers)))
     console.print(table)
 
@@ -936,44 +970,10 @@ def _print_history(console: Console, settings: Settings, name: str, *, as_json: 
     from cca_hil.arch.rmi import status_name
     from cca_hil.session import JOURNALED_KINDS, SmcOp, WriteOp, describe_smc, load_journal, session_path
 
-        quirk_rows=rows,
     profile = settings.load_profile()
     path = session_path(runs_root(), name)
     if profile.kind not in JOURNALED_KINDS:
         note = (
-def _print_compat_changes(
-    console: Console, changes: Sequence[CompatChange], rows: frozenset[int], mode: str, *, only_judged: bool
-) -> None:
-    """The cases whose expectation a compatibility mode changes, as a table (rmm-abi.md §12)."""
-    from rich.table import Table
-
-    changes = sorted(changes, key=lambda c: c.variant.row)
-    judged = [c for c in changes if c.variant.row in rows]
-    shown = judged if only_judged else changes
-    if only_judged:
-        active = ", ".join(str(r) for r in sorted({c.variant.row for c in judged}))
-        title = f"{len(judged)} cases judged by their {mode} answer (rmm-abi.md §12 rows {active})"
-    else:
-        title = (
-            f"{len(changes)} cases expect another answer under tf-rmm-1.0 (rmm-abi.md §12); "
-            f"judged that way with {mode}: {len(judged)}"
-        )
-    table = Table(title=title, title_justify="left")
-    table.add_column("§12 row", justify="right")
-    table.add_column("case")
-    table.add_column("spec expects")
-    table.add_column("tf-rmm-1.0 expects")
-    if not only_judged:
-        table.add_column(f"judged ({mode})")
-    for change in shown:
-        cells = [str(change.variant.row), f"{change.case}\n[dim]{change.where}[/]", change.spec_text]
-        cells.append(change.variant.text)
-        if not only_judged:
-            cells.append("yes" if change.variant.row in rows else "no")
-        table.add_row(*cells)
-    console.print(table)
-
-
             f"profile {profile.name!r} keeps its state on the target: "
             "bench calls are not journaled, there is no history"
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from cca_hil.arch.rmi_1_0 import RMI_1_0
 from cca_hil.arch.rsi_1_0 import PsciStatus, RsiStatus
 from cca_hil.arch.structs import MAX_REC_AUX, RecEnterFlags, RecExit
 from cca_hil.errors import InputError, SequenceError
+from cca_hil.model.platform import COMPAT_MODES, QUIRK_ROWS
 from cca_hil.rmi_client import output_defined
 from cca_hil.targets.base import PLATFORM_NAMES, Capability
 from cca_hil.yamlio import LineDict, LineList, load_file, load_text
@@ -127,12 +128,15 @@ FEATURE_REQUIREMENTS: tuple[str, ...] = ("rmm-1.0", "lpa2", "sha512", "sve", "pm
 """``requires:`` items besides capabilities: facts of the target's RMM (RMI_VERSION, RMI_FEATURES[0])."""
 
 _STEP_KEYS: dict[str, tuple[str, ...]] = {
-    "rmi": ("rmi", "name", "args", "expect", "save", "condition", "realm"),
-    "rsi": ("rsi", "rec", "name", "args", "expect", "save", "condition"),
-    "access": ("access", "name", "args", "expect", "save"),
-    "check": ("check", "name", "args", "expect"),
-    "smc": ("smc", "name", "args", "expect", "save"),
+    "rmi": ("rmi", "name", "args", "expect", "save", "condition", "realm", "compat"),
+    "rsi": ("rsi", "rec", "name", "args", "expect", "save", "condition", "compat"),
+    "access": ("access", "name", "args", "expect", "save", "compat"),
+    "check": ("check", "name", "args", "expect", "compat"),
+    "smc": ("smc", "name", "args", "expect", "save", "compat"),
 }
+
+COMPAT_VARIANT_KEYS = ("row", "expect", "condition")
+"""Keys of one ``compat:`` variant of a step: the rmm-abi.md §12 row and the answer under it."""
 
 # ---------------------------------------------------------------------------
 # Values
@@ -309,6 +313,22 @@ class Expect:
 NO_CHECK = Expect(text="", status=None)
 
 
+@dataclass(frozen=True, slots=True)
+class CompatVariant:
+    """How a step is judged when the RMM answers one rmm-abi.md §12 row as a reference implementation does."""
+
+    mode: str
+    """The ``model.compat`` value the variant belongs to (``tf-rmm-1.0``)."""
+    row: int
+    """The §12 row that changes the answer."""
+    expect: Expect
+    """The answer under the variant (its text names the mode and row)."""
+    condition: str | None
+    line: int
+    text: str
+    """The variant's ``expect`` as written."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Step:
     """A compiled step: the fields every kind shares."""
@@ -321,6 +341,12 @@ class Step:
     save: Mapping[str, str] = field(default_factory=dict)
     """Saved name → output name."""
     condition: str | None = None
+    compat: tuple[CompatVariant, ...] = ()
+    """The step's answer under reference-implementation behaviours (``compat:``), one per mode."""
+
+    def variant(self, rows: Collection[int]) -> CompatVariant | None:
+        """The variant that judges this step when the RMM answers ``rows`` of §12 as TF-RMM does."""
+        return next((v for v in self.compat if v.row in rows), None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -398,6 +424,20 @@ class Sequence:
 
     def __len__(self) -> int:
         return len(self.steps)
+
+    def judged_by(self, rows: Collection[int]) -> Sequence:
+        """This sequence with each step that has a ``compat:`` variant for one of ``rows`` judged by it.
+
+        ``rows``: the rmm-abi.md §12 rows on which the target's RMM is expected to answer as
+        the reference implementation (TF-RMM) does rather than as the spec's recommended order.
+        """
+        steps = []
+        for step in self.steps:
+            variant = step.variant(rows)
+            if variant is not None:
+                step = replace(step, expect=variant.expect, condition=variant.condition)
+            steps.append(step)
+        return replace(self, steps=tuple(steps))
 
 
 # ---------------------------------------------------------------------------
@@ -1363,6 +1403,14 @@ class _Compiler:
             f"an {kind} step" if kind in ("rmi", "rsi", "access", "smc") else f"a {kind} step",
         )
         name = self.step_name(data, kind, position)
+        if "compat" not in data:
+            return self.kind_step(kind, data, name, line)
+        plain = self.without(data, ("compat",))
+        step = self.kind_step(kind, plain, name, line)
+        variants = self.compat_variants(kind, plain, name, data["compat"], data.line_of("compat"))
+        return replace(step, compat=variants)
+
+    def kind_step(self, kind: str, data: LineDict, name: str, line: int) -> Step:
         if kind == "rmi":
             return self.rmi_step(data, name, line)
         if kind == "rsi":
@@ -1372,6 +1420,56 @@ class _Compiler:
         if kind == "check":
             return self.check_step(data, name, line)
         return self.smc_step(data, name, line)
+
+    @staticmethod
+    def without(data: LineDict, keys: Collection[str]) -> LineDict:
+        """A copy of ``data`` without ``keys``, keeping every line number."""
+        copy = LineDict({k: v for k, v in data.items() if k not in keys})
+        copy.line = data.line
+        copy.key_lines = {k: v for k, v in data.key_lines.items() if k not in keys}
+        return copy
+
+    def compat_variants(
+        self, kind: str, data: LineDict, name: str, raw: object, line: int
+    ) -> tuple[CompatVariant, ...]:
+        """``compat: {tf-rmm-1.0: {row: N, expect: …, condition: …}}``: the step judged another way."""
+        modes = self.mapping(raw, "compat", line)
+        variants = []
+        for mode, spec_raw in modes.items():
+            mode_line = modes.line_of(mode)
+            if mode not in COMPAT_MODES or mode == "spec":
+                valid = [m for m in COMPAT_MODES if m != "spec"]
+                raise self.error(f"unknown compat mode {mode!r}", mode_line, valid=valid)
+            spec = self.mapping(spec_raw, f"compat {mode}", mode_line)
+            self.keys(spec, COMPAT_VARIANT_KEYS, f"compat {mode}")
+            if "row" not in spec:
+                raise self.error(f"compat {mode} needs row: (the rmm-abi.md §12 row it follows)", mode_line)
+            row = spec["row"]
+            if not isinstance(row, int) or isinstance(row, bool) or row not in QUIRK_ROWS:
+                raise self.error(
+                    f"compat {mode} row {row!r} is not a §12 row where TF-RMM departs from the spec",
+                    spec.line_of("row"),
+                    valid=[str(r) for r in QUIRK_ROWS],
+                )
+            # The variant is the same step with the variant's expect and condition: compile it as one.
+            variant = self.without(data, ("expect", "condition"))
+            for key in ("expect", "condition"):
+                if key in spec:
+                    variant[key] = spec[key]
+                    variant.key_lines[key] = spec.line_of(key)
+            compiled = self.kind_step(kind, variant, name, data.line)
+            text = f"{compiled.expect.text or 'success'} ({mode}, rmm-abi §12 row {row})"
+            variants.append(
+                CompatVariant(
+                    mode=str(mode),
+                    row=row,
+                    expect=replace(compiled.expect, text=text),
+                    condition=compiled.condition,
+                    line=mode_line,
+                    text=compiled.expect.text or "success",
+                )
+            )
+        return tuple(variants)
 
     def step_name(self, data: LineDict, kind: str, position: int) -> str:
         if "name" in data:

@@ -24,7 +24,7 @@ from typing import Any
 
 from cca_hil.arch.rmi import GRANULE_SIZE, GranuleState, RmiStatus
 from cca_hil.errors import TargetError
-from cca_hil.model.platform import COMPAT_MODES
+from cca_hil.model.platform import COMPAT_MODES, QUIRK_ROWS, PlatformConfig, RmmConfig
 from cca_hil.model.rtt import Hipas, Rtt
 from cca_hil.profiles import Profile
 from cca_hil.rmi_client import GranuleAllocator
@@ -49,6 +49,37 @@ class AbiMismatch(TargetError):
 def default_compat(kind: str) -> str:
     """The shadow's compatibility mode for a target kind: TF-RMM's answers on an FVP, else the spec's."""
     return "tf-rmm-1.0" if kind == "fvp" else "spec"
+
+
+def compat_rows(compat: str, *, where: str = "model.compat") -> frozenset[int]:
+    """The rmm-abi.md §12 rows a ``model.compat`` value answers as TF-RMM does."""
+    if compat not in COMPAT_MODES:
+        from cca_hil.errors import InputError
+
+        raise InputError(f"unknown compat mode {compat!r}", where=where, valid=tuple(COMPAT_MODES))
+    return frozenset(QUIRK_ROWS) if COMPAT_MODES[compat] == "tf-rmm" else frozenset()
+
+
+def expected_quirk_rows(profile: Profile) -> frozenset[int]:
+    """The §12 rows on which a run on ``profile`` expects the reference implementation's answers.
+
+    A ``model`` profile: the rows its own RMM answers as TF-RMM (``rmm.quirks``, ``rmm.quirk_rows``,
+    ``model.compat``). Any other: the rows of the model that predicts it (its ``model:`` section,
+    else :func:`default_compat` of its kind) — the target is expected to be the RMM it is said to run.
+    """
+    if profile.kind == "model":
+        params = {k: v for k, v in profile.params.items() if k != "attestation"}
+        return PlatformConfig.from_params({"name": profile.name, **params}).rmm.active_quirk_rows()
+    section = profile.shadow
+    compat = str(section.get("compat", default_compat(profile.kind)))
+    rows = compat_rows(compat)
+    if "quirk_rows" in section:
+        config = RmmConfig(
+            quirks=COMPAT_MODES[compat], quirk_rows=tuple(int(r) for r in section["quirk_rows"])
+        )
+        config.check()
+        return config.active_quirk_rows()
+    return rows
 
 
 @dataclass(frozen=True)

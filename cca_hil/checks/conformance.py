@@ -36,7 +36,7 @@ from cca_hil.arch.rmi import RmiCommand, RmiInterface
 from cca_hil.arch.rmi_1_0 import RMI_1_0
 from cca_hil.arch.rsi_1_0 import PSCI_1_1, RSI_1_0
 from cca_hil.errors import InputError
-from cca_hil.seqformat import RealmActionSpec, RmiStep, RsiStep
+from cca_hil.seqformat import CompatVariant, RealmActionSpec, RmiStep, RsiStep
 from cca_hil.sequences import Sequence, Step, load_sequence
 
 PART_SEPARATOR = "__"
@@ -377,3 +377,34 @@ def coverage(
             abi=command.abi if isinstance(command, RealmCall) else "rmi",
         )
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class CompatChange:
+    """A case whose expectation a compatibility mode changes (a ``compat:`` variant, rmm-abi.md §12)."""
+
+    sequence: str
+    case: str
+    where: str
+    """``file:line`` of the case."""
+    spec_text: str
+    """What the case expects by the spec."""
+    variant: CompatVariant
+
+
+def compat_changes(sequences: Iterable[Sequence]) -> list[CompatChange]:
+    """Every case of ``sequences`` with a ``compat:`` variant, in suite order."""
+    changes = []
+    for sequence in sequences:
+        for step in sequence.steps:
+            for variant in step.compat:
+                changes.append(
+                    CompatChange(
+                        sequence=sequence.name,
+                        case=step.name,
+                        where=f"{Path(sequence.source).name}:{step.line}",
+                        spec_text=step.expect.text or "success",
+                        variant=variant,
+                    )
+                )
+    return changes
