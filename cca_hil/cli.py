@@ -14,12 +14,13 @@ imported inside the command that needs it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import sys
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from cca_hil.rmi_client import RmiResult
     from cca_hil.sequences import Sequence as SequenceSpec
     from cca_hil.session import Session
+    from cca_hil.targets.base import Target
 
 PROG = "cca-hil"
 RUNS_ENV = "CCA_HIL_RUNS"
@@ -701,15 +703,16 @@ def _run(
     junit_path: Path | None,
     compare: bool | None = None,
     stop_on_divergence: bool = False,
+    session_name: str | None = None,
     quirk_rows: frozenset[int] | None = None,
 ) -> RunResult:
     """Run sequences on the selected target with every view subscribed; the result document.
 
     ``compare`` None: a shadow model predicts every step on targets other than ``model``.
+    ``session_name``: run in that bench session, started over, which keeps the state the run leaves.
     ``quirk_rows``: the rmm-abi.md §12 rows whose ``compat:`` variants judge the steps (None: the
     rows the profile's RMM is expected to answer as TF-RMM does, :func:`cca_hil.shadow.expected_quirk_rows`).
     """
-    from cca_hil.profiles import build_target
     from cca_hil.report import ConsoleView, JsonReport, JunitReport, RunFolder
     from cca_hil.results import Events, Observer
     from cca_hil.sequences import Runner
@@ -732,7 +735,7 @@ def _run(
             observers.append(JunitReport(junit_path))
         observers.append(view)
         try:
-            with build_target(profile, run_dir=run_dir) as target:
+            with _run_target(settings, profile, run_dir, session_name) as target:
                 comparing = target.kind != "model" if compare is None else compare
                 runner = Runner(
                     target,
@@ -749,6 +752,55 @@ def _run(
             raise
         finally:
             view.close()
+
+
+@contextlib.contextmanager
+def _run_target(
+    settings: Settings, profile: Profile, run_dir: Path, session_name: str | None
+) -> Iterator[Target]:
+    """The run's target: built afresh, or the model of bench session ``session_name`` (started over)."""
+    from cca_hil.profiles import build_target
+    from cca_hil.session import Session
+
+    if session_name is None:
+        with build_target(profile, run_dir=run_dir) as target:
+            yield target
+        return
+    with Session.open(
+        name=session_name,
+        root=runs_root(),
+        profile=profile,
+        profile_arg=settings.profile,
+        overrides=settings.overrides,
+        reset=True,
+    ) as session:
+        yield session.target
+
+
+def _check_session_kind(profile: Profile, session_name: str) -> None:
+    from cca_hil.session import JOURNALED_KINDS, session_path
+
+    session_path(runs_root(), session_name)  # a bad name is refused before the run
+    if profile.kind not in JOURNALED_KINDS:
+        raise InputError(
+            f"profile {profile.name!r} keeps its state on the target, which outlives the run: "
+            "there is no bench session to keep it in",
+            where=f"--session {session_name}",
+            valid=[f"a profile of kind {kind}" for kind in sorted(JOURNALED_KINDS)],
+        )
+
+
+def stop_before(sequence: SequenceSpec, step: str) -> SequenceSpec:
+    """``sequence`` up to (not including) its step named ``step``; InputError naming the valid steps."""
+    import dataclasses
+
+    names = [s.name for s in sequence.steps]
+    if step not in names:
+        raise InputError(
+            f"sequence {sequence.name!r} has no step {step!r}", where=f"--stop-before {step}", valid=names
+        )
+    end = names.index(step)
+    return dataclasses.replace(sequence, steps=sequence.steps[:end], raw_steps=sequence.raw_steps[:end])
 
 
 JsonOption = Annotated[
@@ -779,6 +831,23 @@ def run(  # noqa: PLR0917  (typer reads options from the signature)
     junit_path: JunitOption = None,
     compare: CompareOption = None,
     stop_on_divergence: StopOnDivergenceOption = False,
+    stop_before_step: Annotated[
+        str | None,
+        typer.Option(
+            "--stop-before",
+            metavar="STEP",
+            help="End each sequence before its step named STEP, leaving what it built (no teardown).",
+        ),
+    ] = None,
+    session_name: Annotated[
+        str | None,
+        typer.Option(
+            "--session",
+            metavar="NAME",
+            help="Model only: run in bench session NAME, started over, and keep the state the run "
+            "leaves for `show … --session NAME` and `rmi --session NAME`.",
+        ),
+    ] = None,
 ) -> None:
     """Run sequences; exit 0 when every expectation held, 1 when one failed or diverged, 3 on target error."""
     from cca_hil.sequences import load_sequence
@@ -786,6 +855,10 @@ def run(  # noqa: PLR0917  (typer reads options from the signature)
     settings = settings_of(ctx)
     # Load (and so validate) everything before the target is touched: bad input never half-runs.
     loaded = [load_sequence(resolve_sequence(arg)) for arg in sequences]
+    if stop_before_step is not None:
+        loaded = [stop_before(sequence, stop_before_step) for sequence in loaded]
+    if session_name is not None:
+        _check_session_kind(settings.load_profile(), session_name)
     result = _run(
         settings,
         command="run",
@@ -794,7 +867,15 @@ def run(  # noqa: PLR0917  (typer reads options from the signature)
         junit_path=junit_path,
         compare=compare,
         stop_on_divergence=stop_on_divergence,
+        session_name=session_name,
     )
+    if session_name is not None and not settings.quiet:
+        _console().print(
+            f"session {session_name!r} keeps the model state this run left "
+            f"(see it with `cca-hil show realms --session {session_name}`)",
+            markup=False,
+            highlight=False,
+        )
     raise typer.Exit(result.exit_code())
 
 
@@ -1088,6 +1169,7 @@ def rmi(  # noqa: PLR0917  (typer reads options from the signature)
 from cca_hil.cli_board import load, power, probe_app  # noqa: E402
 from cca_hil.cli_fvp import fvp_app  # noqa: E402
 from cca_hil.cli_gpt import check_app, gpt_app  # noqa: E402
+from cca_hil.cli_show import show_app  # noqa: E402
 from cca_hil.cli_token import measure, token_app  # noqa: E402
 
 app.add_typer(token_app, name="token")
@@ -1098,6 +1180,7 @@ app.add_typer(fvp_app, name="fvp")
 app.add_typer(probe_app, name="probe")
 app.add_typer(gpt_app, name="gpt")
 app.add_typer(check_app, name="check")
+app.add_typer(show_app, name="show")
 
 from cca_hil.cli_lease import lease_app  # noqa: E402
 

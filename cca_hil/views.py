@@ -52,6 +52,9 @@ MAX_IPA_WIDTH: Final = 52
 _OA_MASK: Final = ((1 << 48) - 1) & ~(GRANULE_SIZE - 1)
 _OA_LPA2_HIGH: Final = 0b11 << 8
 
+_DIGEST_SIZE: Final = {"sha256": 32, "sha512": 64}
+"""Bytes of a measurement that hold the digest (the rest of the 64-byte slot is zero padding)."""
+
 WalkProgress = Callable[[int], None]
 """Called with the number of RMI_RTT_READ_ENTRY calls made so far."""
 
@@ -157,6 +160,8 @@ class RealmView:
     rim: bytes | None = None
     recs: tuple[RecView, ...] | None = None
     """None when the source cannot see them (an empty tuple: the realm has none)."""
+    rtt_base: int | None = None
+    """PA of the starting-level RTT (model state only)."""
 
     @property
     def protected_top(self) -> int:
@@ -182,6 +187,7 @@ class RealmView:
             "rim": self.rim.hex() if self.rim is not None else None,
             "ipa_width": self.ipa_width,
             "rtt_level_start": self.rtt_level_start,
+            "rtt_base": f"{self.rtt_base:#x}" if self.rtt_base is not None else None,
             "recs": [rec.to_json() for rec in self.recs] if self.recs is not None else None,
             "rtt": [run.to_json() for run in self.rtt],
         }
@@ -332,11 +338,15 @@ def model_rmm(target: Target) -> Rmm | None:
     return inner.machine.rmm if isinstance(inner, ModelTarget) else None
 
 
-def _model_table(table: Rtt) -> tuple[RttRun, ...]:
+def _model_table(table: Rtt, top: int | None = None) -> tuple[RttRun, ...]:
+    """Runs of one table's entries; starting-table entries at and past ``top`` lie outside the IPA space."""
     from cca_hil.model.rtt import Hipas
 
+    shown = table.entries
+    if top is not None:
+        shown = shown[: max(0, (top - table.base) >> level_shift(table.level))]
     entries: list[_Entry] = []
-    for entry in table.entries:
+    for entry in shown:
         state = entry.state
         if state is Hipas.TABLE:
             assert entry.table is not None
@@ -354,7 +364,7 @@ def _model_table(table: Rtt) -> tuple[RttRun, ...]:
 def _model_realm(rmm: Rmm, realm: Realm) -> RealmView:
     runs: list[RttRun] = []
     for table in realm.starts:
-        runs.extend(_model_table(table))
+        runs.extend(_model_table(table, realm.ipa_top))
     recs = tuple(
         RecView(
             addr=rec.addr,
@@ -375,8 +385,9 @@ def _model_realm(rmm: Rmm, realm: Realm) -> RealmView:
         state=realm.state.name.lower(),
         vmid=realm.vmid,
         hash_algo=realm.hash_algo.name.lower(),
-        rim=realm.rim,
+        rim=realm.rim[: _DIGEST_SIZE.get(realm.hash_algo.name.lower(), len(realm.rim))],
         recs=recs,
+        rtt_base=realm.rtt_base,
     )
 
 
