@@ -1186,6 +1186,16 @@ from cca_hil.cli_lease import lease_app  # noqa: E402
 
 app.add_typer(lease_app, name="lease")
 
+from cca_hil.cli_console import console  # noqa: E402
+from cca_hil.cli_shell import shell  # noqa: E402
+
+app.command("console")(console)
+app.command("shell")(shell)
+
+from cca_hil.cli_farm import farm_app  # noqa: E402
+
+app.add_typer(farm_app, name="farm")
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``cca-hil`` console script and ``python -m cca_hil``."""

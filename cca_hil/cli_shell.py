@@ -1,0 +1,125 @@
+"""``cca-hil shell``: the interactive RMI session of :mod:`cca_hil.shell` on the selected target.
+
+``cli.py`` registers it with ``app.command("shell")(shell)``. On a terminal the
+lines are read through prompt_toolkit (line editing, Tab completion, history
+kept across runs in :func:`history_path`); with stdin not a terminal they are
+read one by one and echoed, so a session can be scripted. prompt_toolkit, rich
+and the target are imported inside the command.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cca_hil.shell import Shell
+
+HISTORY_ENV = "CCA_HIL_HISTORY"
+HISTORY_NAME = "shell_history"
+EXIT_REFUSED = 2
+EXIT_FAILED = 3
+
+
+def history_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where the shell keeps its history: ``$CCA_HIL_HISTORY``, else the XDG state directory."""
+    env = os.environ if env is None else env
+    explicit = env.get(HISTORY_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    state = env.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
+    return Path(state) / "cca-hil" / HISTORY_NAME
+
+
+def shell(ctx: typer.Context) -> None:
+    """An interactive RMI session with completion and history; `save FILE` writes a sequence `run` replays."""
+    from cca_hil.cli import default_run_dir, settings_of
+    from cca_hil.profiles import build_target
+    from cca_hil.report import stdout_console
+    from cca_hil.shell import Shell
+
+    settings = settings_of(ctx)
+    profile = settings.load_profile()
+    folder = settings.run_dir or default_run_dir("shell")
+    console = stdout_console()
+    with build_target(profile, run_dir=folder) as target:
+        session = Shell(target)
+        if sys.stdin.isatty():
+            code = _interactive(session, console, prompt=f"cca-hil {profile.name}> ")
+        else:
+            code = _scripted(session, console)
+    if code:
+        raise typer.Exit(code)
+
+
+def _interactive(session: Shell, console: Console, *, prompt: str) -> int:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import FileHistory
+
+    from cca_hil.shell import ShellCompleter, ShellExit, execute
+
+    path = history_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    history = FileHistory(str(path))
+    reader: PromptSession[str] = PromptSession(
+        history=history, completer=ShellCompleter(session), complete_while_typing=False
+    )
+    console.print(
+        f"cca-hil shell on {session.target.name}: `help` lists the commands, Tab completes, Ctrl-D leaves",
+        markup=False,
+        highlight=False,
+    )
+    while True:
+        try:
+            line = reader.prompt(prompt)
+        except KeyboardInterrupt:
+            continue
+        except EOFError:
+            break
+        try:
+            execute(session, line, console, history=history.get_strings)
+        except ShellExit:
+            break
+    _unsaved_hint(session, console)
+    return 0
+
+
+def _scripted(session: Shell, console: Console) -> int:
+    from prompt_toolkit.history import FileHistory
+
+    from cca_hil.shell import ShellExit, execute
+
+    def earlier() -> list[str]:
+        # Scripted lines are not added to the history; earlier interactive ones are shown.
+        return list(reversed(list(FileHistory(str(history_path())).load_history_strings())))
+
+    code = 0
+    for raw in sys.stdin:
+        line = raw.rstrip("\n")
+        if line.strip():
+            console.print(f"> {line}", markup=False, highlight=False, style="dim")
+        try:
+            outcome = execute(session, line, console, history=earlier)
+        except ShellExit:
+            break
+        if outcome.kind == "refused":
+            code = max(code, EXIT_REFUSED)
+        elif outcome.kind == "failed":
+            code = EXIT_FAILED
+    return code
+
+
+def _unsaved_hint(session: Shell, console: Console) -> None:
+    if session.record and session.saved != len(session.record):
+        console.print(
+            f"{len(session.record) - session.saved} call(s) not saved (save FILE writes them as a sequence)",
+            markup=False,
+            highlight=False,
+        )
