@@ -21,6 +21,7 @@ import yaml
 
 from cca_hil import __version__
 from cca_hil.arch.rmi import GRANULE_SIZE, MASK64, SMCCC_NOT_SUPPORTED, RmiStatus, status_name, to_signed64
+from cca_hil.arch.rmi_1_0 import RMI_1_0
 from cca_hil.arch.structs import (
     MAX_REC_AUX,
     RealmParams,
@@ -31,12 +32,13 @@ from cca_hil.arch.structs import (
 )
 from cca_hil.errors import CapabilityError, TargetError, TransportError
 from cca_hil.results import Events, Outcome, RunResult, SequenceResult, StepResult, now
-from cca_hil.rmi_client import GranuleAllocator, RmiClient, RmiResult
+from cca_hil.rmi_client import GranuleAllocator, RmiClient, RmiResult, output_defined
 from cca_hil.seqformat import (
     EXIT_REASON_NAMES,
     FEATURE_REQUIREMENTS,
     PSCI_STATUS_NAMES,
     RIPAS_NAMES,
+    RMI_STATUS_NAMES,
     RSI_COMMANDS,
     RSI_STATUS_NAMES,
     AccessStep,
@@ -182,10 +184,41 @@ def _shown(value: object) -> object:
 
 
 def _as_expect(answer: StepResult) -> object:
-    """The target's answer written as a step's ``expect``."""
-    if answer.op in ("access", "check") or answer.index is None:
+    """The target's answer written as a step's ``expect``: status, index and the command's outputs."""
+    if answer.op in ("access", "check"):
         return answer.status
-    return {"status": answer.status, "index": answer.index}
+    expect: dict[str, Any] = {"status": answer.status}
+    if answer.index is not None:
+        expect["index"] = answer.index
+    outputs = _expectable_outputs(answer)
+    if outputs:
+        expect["outputs"] = outputs
+    return expect if len(expect) > 1 else answer.status
+
+
+def _expectable_outputs(answer: StepResult) -> dict[str, Any]:
+    """The outputs of an RMI or RSI answer that its command defines for the status it gave."""
+    names: set[str] = set()
+    if answer.op == "rmi" and answer.command in RMI_1_0.by_name:
+        command = RMI_1_0.by_name[answer.command]
+        status = RmiStatus[answer.status.upper()] if answer.status in RMI_STATUS_NAMES else None
+        names = {o.name for o in command.outputs if output_defined(o, status)}
+    elif answer.op == "rsi" and answer.status == "success" and answer.command in RSI_COMMANDS:
+        names = set(RSI_COMMANDS[answer.command].outputs)
+    return {name: _plain_output(value) for name, value in answer.outputs.items() if name in names}
+
+
+def _plain_output(value: object) -> object:
+    """An output as YAML writes it: enumerations by name, numbers in hex, bytes as hex text."""
+    if isinstance(value, IntEnum):
+        return value.name.lower()
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return f"{value:#x}"
+    if isinstance(value, bytes):
+        return "0x" + value.hex() if value else 0
+    return value
 
 
 def reproducer_document(

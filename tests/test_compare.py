@@ -336,3 +336,50 @@ def test_compare_is_the_default_off_the_model_only(workdir: Path) -> None:
     assert model.exit_code == EXIT_OK, model.output
     steps = json.loads((workdir / "m.json").read_text())["sequences"][0]["steps"]
     assert all(s["matched"] is None and s["predicted"] is None for s in steps)
+
+
+def test_a_reproducer_carries_the_targets_outputs_and_replays_them(tmp_path: Path) -> None:
+    import yaml
+
+    from cca_hil.sequences import reproducer_document
+
+    text = """\
+sequence: outputs
+granules: [rd, rtt0, rec, run]
+steps:
+  - {rmi: version, args: {req: 0x10000}}
+  - {rmi: features, args: {index: 0}}
+  - {rmi: granule_delegate, args: {addr: rd}}
+  - {rmi: granule_delegate, args: {addr: rtt0}}
+  - rmi: realm_create
+    args: {rd: rd, params: {s2sz: 39, rtt_base: rtt0, rtt_level_start: 1, rtt_num_start: 1, vmid: 3}}
+  - {rmi: rec_aux_count, args: {rd: rd}}
+  - {name: read, rmi: rtt_read_entry, args: {rd: rd, ipa: 0x8000000000, level: 3}}
+  - {name: walk, rmi: rtt_read_entry, args: {rd: rd, ipa: 0x0, level: 1}}
+"""
+    sequence = load_sequence_text(text)
+    with build_target(load_profile("model")) as target:
+        answers = Runner(target).run(sequence).steps
+    document = reproducer_document(sequence, len(sequence.steps) - 1, answers, 1)
+    by_name = {
+        step.get("name", f"{step['rmi']}#{i}"): step for i, step in enumerate(document["steps"], 1)
+    }
+    # RMI_RTT_READ_ENTRY with an IPA beyond the realm's space: no outputs are defined for ERROR_INPUT
+    assert by_name["read"]["expect"] == {"status": "error_input", "index": 0}
+    assert by_name["walk"]["expect"]["outputs"] == {
+        "walk_level": "0x1",
+        "state": "unassigned",
+        "desc": "0x0",
+        "ripas": "empty",
+    }
+    assert by_name["rec_aux_count#6"]["expect"]["outputs"] == {"aux_count": "0x10"}
+    assert document["steps"][0]["expect"]["outputs"] == {"lower": "0x10000", "higher": "0x10000"}
+    path = tmp_path / "reproducer.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    with build_target(load_profile("model")) as target:
+        replay = Runner(target).run(load_sequence(path))
+    assert replay.outcome is Outcome.PASSED, [s.message for s in replay.steps if s.message]
+    with build_target(load_profile("model", ["rmm.num_bps=2"])) as target:
+        other = Runner(target).run(load_sequence(path))
+    # a different feature register is caught by the replayed outputs
+    assert [s.name for s in other.steps if s.outcome is Outcome.FAILED] == ["features#2"]
