@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -278,12 +278,11 @@ class LeaseStore:
         stale_after: float = STALE_AFTER,
         command: str | None = None,
         hint: str = "",
-        on_wait: Callable[[LeaseInfo], None] | None = None,
     ) -> Lease:
         """Take the lease on ``key``: at once when free or stale, else waiting up to ``timeout`` seconds.
 
-        LeaseBusyError (naming the holder) when it is still held at the deadline.
-        ``on_wait(holder)`` is called once when waiting begins.
+        LeaseBusyError (naming the holder) when it is still held at the deadline. Waiting
+        and recovering a stale lease are logged (``cca_hil.lease``, level warning).
         """
         deadline = time.monotonic() + timeout
         started = time.monotonic()
@@ -309,8 +308,7 @@ class LeaseStore:
                 raise LeaseBusyError(key, holder, waited=time.monotonic() - started, hint=hint)
             if not announced:
                 announced = True
-                if on_wait is not None:
-                    on_wait(holder)
+                log.warning("lease %s: held by %s; waiting up to %g s", key, holder.describe(), timeout)
             time.sleep(min(POLL_INTERVAL, remaining))
 
     @staticmethod
@@ -384,7 +382,7 @@ class Lease:
         self.store = store
         self.info = info
         self.lost = False
-        """Set when the heartbeat found the lease broken and taken by someone else."""
+        """Set when the lease was found broken (by a heartbeat or at release): it is not ours any more."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease-heartbeat {info.key}", daemon=True)
         self._thread.start()
@@ -418,7 +416,8 @@ class Lease:
         self._thread.join(timeout=GUARD_TIMEOUT + 1.0)
         if not self.lost:
             try:
-                self.store.release(self.info)
+                if not self.store.release(self.info):
+                    self.lost = True  # broken (and maybe retaken) since the last heartbeat
             except (TargetError, OSError) as exc:
                 # Left behind, the file is recovered as stale (dead pid) by the next user.
                 log.warning("lease %s: not removed: %s", self.key, exc)
