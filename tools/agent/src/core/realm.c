@@ -1,0 +1,131 @@
+/* REALM_RUN on the agent's side: parse, stage in the shared page, enter, answer (§6.4). */
+#include "realm.h"
+
+#include "port.h"
+
+bool realm_action_decode(struct rbuf *r, struct realm_action *a)
+{
+	uint8_t kind = r_u8(r);
+	a->kind = (enum realm_action_kind)kind;
+	a->nargs = 0;
+	a->has_addr = false;
+	switch (kind) {
+	case RA_RSI:
+	case RA_PSCI:
+	case RA_SMC:
+		a->fid = r_u32(r);
+		a->nargs = r_u8(r);
+		if (a->nargs > 30)
+			return false;
+		for (unsigned i = 0; i < a->nargs; i++)
+			a->args[i] = r_reg(r);
+		break;
+	case RA_HVC:
+		a->imm = r_u16(r);
+		a->nargs = r_u8(r);
+		if (a->nargs > 18)
+			return false;
+		for (unsigned i = 0; i < a->nargs; i++)
+			a->args[i] = r_reg(r);
+		break;
+	case RA_MMIO: {
+		uint8_t mode = r_u8(r);
+		if (mode & ~0x83u)
+			return false;
+		a->store = (mode & 0x80) != 0;
+		a->size_log2 = mode & 3u;
+		a->ipa = r_reg(r);
+		a->value = a->store ? r_uvarint(r) : 0;
+		if (a->size_log2 < 3 && (a->value >> (8u << a->size_log2)))
+			return false;
+		break;
+	}
+	case RA_SYSREG:
+		a->fid = r_u32(r);
+		if (a->fid >> 16)
+			return false;
+		break;
+	case RA_HOST_CALL: {
+		uint8_t flags = r_u8(r);
+		if (flags & ~1u)
+			return false;
+		a->has_addr = flags & 1u;
+		if (a->has_addr)
+			a->addr = r_reg(r);
+		a->imm = r_reg(r);
+		a->nargs = r_u8(r);
+		if (a->nargs > 31)
+			return false;
+		for (unsigned i = 0; i < a->nargs; i++)
+			a->args[i] = r_reg(r);
+		break;
+	}
+	case RA_WFI:
+	case RA_WFE:
+	case RA_IRQ:
+	case RA_FIQ:
+	case RA_SERROR:
+		break;
+	default:
+		return false;
+	}
+	return !r->bad;
+}
+
+static struct realm_page page __attribute__((aligned(4096)));
+
+uint64_t realm_page_address(void)
+{
+	return (uint64_t)(uintptr_t)&page;
+}
+
+int realm_run(const uint8_t *payload, size_t n, struct wbuf *reply, char *msg, size_t cap)
+{
+	struct rbuf r;
+	struct realm_action action;
+	struct text t;
+	t_init(&t, msg, cap);
+	r_init(&r, payload, n);
+	uint64_t rec = r_uvarint(&r);
+	uint64_t run = r_uvarint(&r);
+	uint64_t count = r_uvarint(&r);
+	if (r.bad || count > n) {
+		t_str(&t, "malformed REALM_RUN header");
+		return 2;
+	}
+	size_t first = r.pos;
+	for (uint64_t i = 0; i < count; i++) {
+		if (!realm_action_decode(&r, &action)) {
+			t_str(&t, "malformed realm action ");
+			t_dec(&t, i + 1);
+			return 2;
+		}
+	}
+	if (r_remaining(&r)) {
+		t_str(&t, "trailing bytes after the realm actions");
+		return 2;
+	}
+	size_t length = r.pos - first;
+	if (length > REALM_ACTIONS_MAX) {
+		t_str(&t, "realm actions exceed the shared page");
+		return 3;
+	}
+	page.magic = REALM_PAGE_MAGIC;
+	page.generation++;
+	page.count = (uint32_t)count;
+	page.length = (uint32_t)length;
+	page.started = 0;
+	page.nobs = 0;
+	page.obs_len = 0;
+	mem_copy(page.actions, payload + first, length);
+
+	uint64_t regs[5] = {0};
+	port_realm_enter(rec, run, &page, regs);
+
+	size_t obs_len = page.obs_len <= REALM_OBS_MAX ? page.obs_len : REALM_OBS_MAX;
+	w_regs(reply, regs, 5);
+	w_uvarint(reply, page.started);
+	w_uvarint(reply, page.nobs);
+	w_bytes(reply, page.obs, obs_len);
+	return 0;
+}
