@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from cca_hil.profiles import Profile
     from cca_hil.report import Verbosity
     from cca_hil.results import RunResult
-    from cca_hil.rmi_client import RmiResult
+    from cca_hil.rmi_client import RmiClient, RmiResult
     from cca_hil.sequences import Sequence as SequenceSpec
     from cca_hil.session import Session
     from cca_hil.targets.base import Target
@@ -405,6 +405,30 @@ def _print_json(data: Any) -> None:
 # -- info ---------------------------------------------------------------------------------------------------
 
 
+def _conduit_versions(client: RmiClient) -> tuple[str | None, str | None]:
+    """SMCCC and PSCI versions the firmware (or QEMU) answers on the SMC conduit; None: not answered.
+
+    SMCCC_VERSION answering NOT_SUPPORTED means SMCCC 1.0 (DEN0028 7.2.1); a
+    negative PSCI_VERSION means no PSCI (DEN0022 5.1.1).
+    """
+    from cca_hil.arch.rsi_1_0 import PSCI_1_1, SMCCC_VERSION_FID
+    from cca_hil.errors import CapabilityError
+
+    psci_fid = next(f.fid for f in PSCI_1_1 if f.name == "version")
+    answers: list[int | None] = []
+    for fid in (SMCCC_VERSION_FID, psci_fid):
+        try:
+            answers.append(client.raw(fid)[0] & 0xFFFF_FFFF)
+        except CapabilityError:
+            answers.append(None)
+    smccc, psci = answers
+
+    def text(x0: int | None) -> str | None:
+        return None if x0 is None or x0 >> 31 else f"{x0 >> 16}.{x0 & 0xFFFF}"
+
+    return ("1.0" if smccc is not None and smccc >> 31 else text(smccc)), text(psci)
+
+
 @app.command()
 def info(
     ctx: typer.Context,
@@ -422,6 +446,7 @@ def info(
     with build_target(profile) as target:
         facts = target.info()
         client = RmiClient(target)
+        smccc, psci = _conduit_versions(client)
         version = client.version()
         features = client.features(0)
         current = {
@@ -439,6 +464,8 @@ def info(
                 "kind": facts.kind,
                 "profile": profile.source,
                 "pa_bits": facts.pa_bits,
+                "smccc_version": smccc,
+                "psci_version": psci,
                 "rmi_version": {
                     "status": version.status_name,
                     "lower": "{}.{}".format(*decode_version(lower)) if lower is not None else None,
@@ -467,10 +494,13 @@ def info(
 
     console = _console()
     console.print(f"[bold]{facts.name}[/bold] ({facts.kind}) — profile {profile.source}", highlight=False)
+    console.print(f"SMCCC {smccc or 'unknown'}, PSCI {psci or 'not supported'}", highlight=False)
     if higher is not None:
         major, minor = decode_version(higher)
         lo = "{}.{}".format(*decode_version(lower)) if lower is not None else "?"
         console.print(f"RMI version {major}.{minor} (lower {lo}; RMI_VERSION said {version.status_name})")
+    elif version.status_name == "not_supported":
+        console.print("no RMM: RMI_VERSION not supported", highlight=False)
     else:
         console.print(f"RMI version: no answer ({version.status_name})")
     console.print(f"PA size: {facts.pa_bits} bits")
