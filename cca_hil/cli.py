@@ -360,6 +360,17 @@ def _console() -> Console:
     return stdout_console()
 
 
+@contextlib.contextmanager
+def live_status(text: str, *, quiet: bool = False) -> Iterator[None]:
+    """A spinner saying ``text`` while a slow step runs, on an interactive terminal only (logs stay clean)."""
+    console = _console()
+    if quiet or not console.is_terminal or console.is_dumb_terminal:
+        yield
+        return
+    with console.status(text):
+        yield
+
+
 def runs_root() -> Path:
     """Where run folders and bench sessions live: ``$CCA_HIL_RUNS`` or ``./cca-hil-runs``."""
     return Path(os.environ.get(RUNS_ENV) or DEFAULT_RUNS_ROOT)
@@ -793,7 +804,9 @@ def _run_target(
     from cca_hil.session import Session
 
     if session_name is None:
-        with build_target(profile, run_dir=run_dir) as target:
+        with contextlib.ExitStack() as stack:
+            with live_status(f"opening {profile.name} ({profile.kind})…", quiet=settings.quiet):
+                target = stack.enter_context(build_target(profile, run_dir=run_dir))
             yield target
         return
     with Session.open(

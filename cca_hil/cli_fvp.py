@@ -16,9 +16,11 @@ the root context object.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
@@ -136,6 +138,19 @@ def _print_session(session: FvpSession, state: Path, *, running: bool, header: s
     console.print(f"  state: {state}" + ("" if running else "  (model no longer running)"), markup=False)
 
 
+@contextlib.contextmanager
+def _booting(binary: str) -> Iterator[None]:
+    """A spinner while the model starts and prints its ports, on an interactive terminal only."""
+    from cca_hil.report import stdout_console
+
+    console = stdout_console()
+    if not console.is_terminal or console.is_dumb_terminal:
+        yield
+        return
+    with console.status(f"starting {binary}: waiting for its terminal ports…"):
+        yield
+
+
 AsJson = Annotated[bool, typer.Option("--json", help="Print the session as JSON.")]
 
 
@@ -148,7 +163,8 @@ def start(ctx: typer.Context, as_json: AsJson = False) -> None:
     config = fvp_config(options.load_profile())
     state = state_file(options)
     # A session still running there is refused by start_session, naming its pid and ports.
-    session = start_session(config, run_dir=state.parent / SESSION_FOLDER, state_path=state)
+    with _booting(config.binary or "the FVP"):
+        session = start_session(config, run_dir=state.parent / SESSION_FOLDER, state_path=state)
     if as_json:
         sys.stdout.write(json.dumps(_session_json(session, state, running=True), indent=2) + "\n")
     else:

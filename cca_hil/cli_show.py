@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.tree import Tree
 
-    from cca_hil.profiles import Profile
     from cca_hil.targets.base import Target
     from cca_hil.views import GranulesView, RealmsView, RealmView, RttRun, WalkProgress
 
@@ -83,18 +82,18 @@ def _target(ctx: typer.Context, session_name: str) -> Iterator[tuple[Target, str
     On the model: a fresh model with the session's journal replayed (read only:
     the journal is not written). Elsewhere: the target as it is.
     """
-    from cca_hil.cli import default_run_dir, runs_root, settings_of
+    from cca_hil.cli import default_run_dir, live_status, runs_root, settings_of
     from cca_hil.profiles import build_target
     from cca_hil.session import JOURNALED_KINDS, JournaledTarget, SessionError, load_journal, session_path
 
     settings = settings_of(ctx)
     profile = settings.load_profile()
     if profile.kind not in JOURNALED_KINDS:
-        with (
-            _opening(profile),
-            build_target(profile, run_dir=settings.run_dir or default_run_dir("show")) as t,
-        ):
-            yield t, f"target {profile.name!r} as it is now"
+        with contextlib.ExitStack() as stack:
+            with live_status(f"opening {profile.name} ({profile.kind})…", quiet=settings.quiet):
+                run_dir = settings.run_dir or default_run_dir("show")
+                opened = stack.enter_context(build_target(profile, run_dir=run_dir))
+            yield opened, f"target {profile.name!r} as it is now"
         return
     path = session_path(runs_root(), session_name)
     journal = load_journal(path)
@@ -114,19 +113,6 @@ def _target(ctx: typer.Context, session_name: str) -> Iterator[tuple[Target, str
     with journaled:
         journaled.replay()
         yield journaled, f"session {session_name!r} ({len(journal.operations)} operations replayed)"
-
-
-@contextlib.contextmanager
-def _opening(profile: Profile) -> Iterator[None]:
-    """A live status while a target that takes seconds to reach (board, FVP) is opened, on a terminal."""
-    from cca_hil.report import stdout_console
-
-    console = stdout_console()
-    if not console.is_terminal or console.is_dumb_terminal:
-        yield
-        return
-    with console.status(f"opening {profile.name} ({profile.kind})…"):
-        yield
 
 
 @contextlib.contextmanager
@@ -337,9 +323,9 @@ def render_granules(view: GranulesView, console: Console, *, state_line: str) ->
 
     from cca_hil.cli_gpt import PAS_STYLES, _size
 
+    state = f"state from {view.state_source}" if view.state_source else "state not visible to the host"
     console.print(
-        f"granules {view.start:#x}–{view.end:#x}: state from {view.state_source or '— (not visible)'}, "
-        f"PAS from {view.pas_source} — {state_line}",
+        f"granules {view.start:#x}–{view.end:#x}: {state}, PAS from {view.pas_source} — {state_line}",
         markup=False,
         highlight=False,
     )
