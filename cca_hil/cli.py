@@ -1239,6 +1239,10 @@ from cca_hil.cli_farm import farm_app  # noqa: E402
 
 app.add_typer(farm_app, name="farm")
 
+from cca_hil.cli_shadow import check_shadow  # noqa: E402
+
+check_app.command("shadow")(check_shadow)
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``cca-hil`` console script and ``python -m cca_hil``."""
