@@ -448,6 +448,7 @@ def info(
     """What the target is: RMM version, features, memory map with PAS, granule pool, platform names."""
     from cca_hil.arch.features import RESERVED_MASK, decode_feature_register_0
     from cca_hil.arch.rmi import decode_version
+    from cca_hil.checks.rsi_probe import RsiVersion, probe_rsi_version
     from cca_hil.profiles import build_target
     from cca_hil.rmi_client import RmiClient
     from cca_hil.targets.base import Capability
@@ -460,6 +461,7 @@ def info(
         smccc, psci = _conduit_versions(client)
         version = client.version()
         features = client.features(0)
+        rsi = probe_rsi_version(target) if version.ok else RsiVersion(reason="no RMI 1.0 to build a realm")
         current = {
             r.name: str(target.gpt_pas(r.base)) for r in facts.regions if target.has(Capability.GPT_READ)
         }
@@ -482,6 +484,7 @@ def info(
                     "lower": "{}.{}".format(*decode_version(lower)) if lower is not None else None,
                     "higher": "{}.{}".format(*decode_version(higher)) if higher is not None else None,
                 },
+                "rsi_version": rsi.to_json(),
                 "rmi_features_0": f"{register:#x}" if register is not None else None,
                 "features": {f.name: raw for f, raw in fields},
                 "regions": [
@@ -514,6 +517,8 @@ def info(
         console.print("no RMM: RMI_VERSION not supported", highlight=False)
     else:
         console.print(f"RMI version: no answer ({version.status_name})")
+    if version.ok:
+        console.print(rsi.describe(), highlight=False, markup=False)
     console.print(f"PA size: {facts.pa_bits} bits")
 
     if register is not None:
