@@ -14,6 +14,7 @@ static void fill_fault(struct fault *f)
 	uint64_t esr = probe_esr;
 	f->esr = esr;
 	f->far = probe_far;
+	f->description = NULL;
 	f->ec = (uint8_t)((esr >> EC_SHIFT) & 0x3f);
 	unsigned dfsc = (unsigned)(esr & 0x3f);
 	f->gpf = (f->ec == 0x25 || f->ec == 0x24) && dfsc >= DFSC_GPF_FIRST && dfsc <= DFSC_GPF_LAST;

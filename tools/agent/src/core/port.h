@@ -20,6 +20,7 @@ struct fault {
 	uint64_t esr;
 	uint64_t far;
 	bool gpf;
+	const char *description; /* NULL: described from the ESR (fault_description) */
 };
 
 /* Issue SMC #0 with X0..X17 from regs; X0..X17 after the call are stored back. */

@@ -41,7 +41,7 @@ void w_fault(struct wbuf *w, const struct fault *f)
 	w_uvarint(w, f->esr);
 	w_uvarint(w, f->far);
 	w_u8(w, f->gpf ? 1 : 0);
-	w_str(w, fault_description(f), MAX_DESCRIPTION);
+	w_str(w, f->description ? f->description : fault_description(f), MAX_DESCRIPTION);
 }
 
 void agent_init(struct agent *a)
