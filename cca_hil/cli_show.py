@@ -212,11 +212,11 @@ def render_realms(view: RealmsView, console: Console, *, state_line: str) -> Non
     """Each realm: RD, state, VMID, RIM, RECs and its RTT tree; the source first."""
     from rich.table import Table
 
-    console.print(f"source: {view.source} — {state_line}", markup=False, highlight=False)
+    console.print(f"source: {view.source} — {state_line}", markup=False, highlight=False, soft_wrap=True)
     if view.note:
-        console.print(f"note: {view.note}", markup=False, highlight=False, style="dim")
+        console.print(f"note: {view.note}", markup=False, highlight=False, soft_wrap=True, style="dim")
     if not view.realms:
-        console.print("no realms", markup=False, highlight=False)
+        console.print("no realms", markup=False, highlight=False, soft_wrap=True)
         return
     for realm in view.realms:
         facts = [f"RD {realm.rd:#x}"]
@@ -228,7 +228,7 @@ def render_realms(view: RealmsView, console: Console, *, state_line: str) -> Non
             facts.append(realm.hash_algo)
         console.print("[bold]realm[/bold] " + ", ".join(facts), highlight=False)
         if realm.rim is not None:
-            console.print(f"  RIM {realm.rim.hex()}", markup=False, highlight=False)
+            console.print(f"  RIM {realm.rim.hex()}", markup=False, highlight=False, soft_wrap=True)
         if realm.recs is not None:
             if realm.recs:
                 table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2))
@@ -328,9 +328,10 @@ def render_granules(view: GranulesView, console: Console, *, state_line: str) ->
         f"granules {view.start:#x}–{view.end:#x}: {state}, PAS from {view.pas_source} — {state_line}",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     if view.note:
-        console.print(f"note: {view.note}", markup=False, highlight=False, style="dim")
+        console.print(f"note: {view.note}", markup=False, highlight=False, soft_wrap=True, style="dim")
     table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2))
     for column in ("start", "end", "size", "granules", "state", "PAS"):
         table.add_column(
@@ -430,7 +431,7 @@ def show_gpt(
         _print_json({"source": source, "state": state_line, **pas_map.to_json()})
     else:
         console = _console()
-        console.print(f"source: {source} — {state_line}", markup=False, highlight=False)
+        console.print(f"source: {source} — {state_line}", markup=False, highlight=False, soft_wrap=True)
         render_map(pas_map, console, title=title)
     if svg_path is not None:
         geometry = pas_map.gpccr.geometry
@@ -443,4 +444,4 @@ def show_gpt(
             svg_path, pas_map_svg(runs, title=title, subtitle=subtitle, granule_bits=geometry.pgs_bits)
         )
         if not as_json:
-            _console().print(f"wrote {svg_path}", markup=False, highlight=False)
+            _console().print(f"wrote {svg_path}", markup=False, highlight=False, soft_wrap=True)
