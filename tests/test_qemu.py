@@ -334,3 +334,15 @@ def test_process_ids_are_reported_while_running(tmp_path: Path, qemu: str, test_
         process.close()
     status = process.status()
     assert status is not None and "QEMU exited with status 0" in status
+
+
+def test_an_image_that_never_prints_the_agent_banner_is_a_clear_target_error(
+    tmp_path: Path, qemu: str, test_image: Path
+) -> None:
+    profile = load_profile(PROFILE, [f"qemu.kernel={test_image}", "link.timeouts.boot=3"])
+    target = build_target(profile, run_dir=tmp_path)
+    with pytest.raises(TargetError, match="no agent banner") as info:
+        target.open()
+    assert info.value.exit_code == 3
+    assert "link.timeouts.boot" in str(info.value)
+    assert "qemu test image at EL2" in str(info.value), "the last output is shown"

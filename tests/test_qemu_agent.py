@@ -183,3 +183,16 @@ def test_a_sequence_probing_no_memory_passes_through_the_cli(tmp_path: Path, age
         assert esr.fault_status == FaultStatus.SYNC_EXTERNAL
         assert esr.wnr is write
         assert int(outputs["far"]) == 0x1_0000_0000
+
+
+@pytest.mark.parametrize(
+    ("machine", "el"), [("virt", 1), ("virt,secure=on,virtualization=on", 3)], ids=["el1", "el3"]
+)
+def test_a_machine_that_enters_the_agent_outside_el2_is_exit_2_naming_the_key(
+    tmp_path: Path, agent_image: Path, machine: str, el: int
+) -> None:
+    proc = _cli("--set", f"qemu.machine={machine}", "info", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"cca-hil: error: the agent was entered at EL{el} but must run at EL2")
+    assert "qemu.machine" in line and "virtualization=on" in line

@@ -24,15 +24,20 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from cca_hil.agent.link import LinkTimeouts
 from cca_hil.agent.streams import ByteStream
-from cca_hil.qemu import QEMU_PARAMS, QemuConfig, QemuProcess, launch
+from cca_hil.errors import ProfileError, TargetError, TransportError
+from cca_hil.qemu import QEMU_PARAMS, SERIAL_LOG, QemuConfig, QemuProcess, launch
 from cca_hil.targets.agent import LINK_PARAMS, AgentTarget
 from cca_hil.transport.telnet import TerminalClosedError
 
 if TYPE_CHECKING:
     from cca_hil.profiles import Profile
 
-AGENT_BANNER: Final = re.compile(rb"cca-hil agent [^\r\n]* ready")
-"""What the agent prints once it runs (the same banner as BL33 on an FVP); frames may follow."""
+AGENT_BOOT: Final = re.compile(
+    rb"(?P<ready>cca-hil agent [^\r\n]* ready)"
+    rb"|cca-hil agent: entered at EL(?P<el>\d)[^\r\n]*\r?\n"
+    rb"|(?P<panic>PANIC: agent: [^\r\n]*\r?\n)"
+)
+"""What the agent prints once it runs (the banner, as BL33 on an FVP; frames may follow), or why it halted."""
 
 
 class QemuTarget(AgentTarget):
@@ -55,11 +60,33 @@ class QemuTarget(AgentTarget):
         self.process = launch(self.config, run_dir=folder)
         serial = self.process.serial
         # Frames only once the agent runs: firmware's boot text before it is console, not line noise.
+        boot = self.link_settings.timeouts.boot
         try:
-            match = serial.expect(AGENT_BANNER, timeout=self.link_settings.timeouts.boot)
+            match = serial.expect(AGENT_BOOT, timeout=boot)
         except TerminalClosedError:
             raise self.process.exit_error("QEMU exited before the agent's banner") from None
+        except TransportError:
+            log = folder / SERIAL_LOG
+            tail = log.read_bytes()[-200:] if log.is_file() else b""
+            raise TransportError(
+                f"QEMU ran but no agent banner ('cca-hil agent … ready') came within {boot:g} s "
+                f"(link.timeouts.boot); is {self.config.kernel or self.config.bios} the cca-hil agent? "
+                f"last output on uart0: {tail!r} (all of it in {log})"
+            ) from None
         self.console_write(match.string[: match.end()])
+        if match.group("el") is not None:
+            # -kernel enters at the highest EL QEMU implements (§3.2): EL1 without virtualization=on,
+            # EL3 with secure=on and no firmware.
+            raise ProfileError(
+                f"the agent was entered at EL{match.group('el').decode()} but must run at EL2: "
+                f"qemu.machine {self.config.machine!r} needs virtualization=on (and, with secure=on, "
+                "EL3 firmware as qemu.bios)",
+                where=self.profile.source,
+            )
+        if match.group("panic") is not None:
+            raise TargetError(
+                f"the agent halted while booting: {match.group('panic').decode(errors='replace').strip()}"
+            )
         return serial
 
     def _disconnect(self) -> None:
