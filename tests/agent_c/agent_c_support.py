@@ -52,6 +52,15 @@ def make(*targets: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def build_host_agent() -> Path:
+    """``make host``: the protocol core built natively, for the shim."""
+    require_tools("cc")
+    make("host")
+    binary = AGENT_DIR / "build" / "host" / "cca-hil-agent-host"
+    assert binary.is_file()
+    return binary
+
+
 def build_qemu_image() -> Path:
     """``make PLATFORM=qemu``: the kernel image QEMU boots."""
     require_tools(CROSS_GCC, QEMU)

@@ -217,7 +217,9 @@ bool batch_run(const uint8_t *payload, size_t n, size_t limit, struct wbuf *repl
 			stop = STOP_ERROR;
 			break;
 		}
+		size_t mark = w.len;
 		if (!step_run(&s, &w, &fault)) {
+			w.len = mark; /* a faulted read leaves no result */
 			stop = STOP_FAULT;
 			break;
 		}
