@@ -371,6 +371,17 @@ def live_status(text: str, *, quiet: bool = False) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def open_target(profile: Profile, *, run_dir: Path | None = None, quiet: bool = False) -> Iterator[Target]:
+    """The profile's target, opened (with a spinner while it boots, on a terminal), closed on exit."""
+    from cca_hil.profiles import build_target
+
+    with contextlib.ExitStack() as stack:
+        with live_status(f"opening {profile.name} ({profile.kind})…", quiet=quiet):
+            target = stack.enter_context(build_target(profile, run_dir=run_dir))
+        yield target
+
+
 def runs_root() -> Path:
     """Where run folders and bench sessions live: ``$CCA_HIL_RUNS`` or ``./cca-hil-runs``."""
     return Path(os.environ.get(RUNS_ENV) or DEFAULT_RUNS_ROOT)
@@ -449,13 +460,12 @@ def info(
     from cca_hil.arch.features import RESERVED_MASK, decode_feature_register_0
     from cca_hil.arch.rmi import decode_version
     from cca_hil.checks.rsi_probe import RsiVersion, probe_rsi_version
-    from cca_hil.profiles import build_target
     from cca_hil.rmi_client import RmiClient
     from cca_hil.targets.base import Capability
 
     settings = settings_of(ctx)
     profile = settings.load_profile()
-    with build_target(profile) as target:
+    with open_target(profile, quiet=settings.quiet or as_json) as target:
         facts = target.info()
         client = RmiClient(target)
         smccc, psci = _conduit_versions(client)
@@ -805,13 +815,10 @@ def _run_target(
     settings: Settings, profile: Profile, run_dir: Path, session_name: str | None
 ) -> Iterator[Target]:
     """The run's target: built afresh, or the model of bench session ``session_name`` (started over)."""
-    from cca_hil.profiles import build_target
     from cca_hil.session import Session
 
     if session_name is None:
-        with contextlib.ExitStack() as stack:
-            with live_status(f"opening {profile.name} ({profile.kind})…", quiet=settings.quiet):
-                target = stack.enter_context(build_target(profile, run_dir=run_dir))
+        with open_target(profile, run_dir=run_dir, quiet=settings.quiet) as target:
             yield target
         return
     with Session.open(

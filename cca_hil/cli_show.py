@@ -82,17 +82,15 @@ def _target(ctx: typer.Context, session_name: str) -> Iterator[tuple[Target, str
     On the model: a fresh model with the session's journal replayed (read only:
     the journal is not written). Elsewhere: the target as it is.
     """
-    from cca_hil.cli import default_run_dir, live_status, runs_root, settings_of
+    from cca_hil.cli import default_run_dir, open_target, runs_root, settings_of
     from cca_hil.profiles import build_target
     from cca_hil.session import JOURNALED_KINDS, JournaledTarget, SessionError, load_journal, session_path
 
     settings = settings_of(ctx)
     profile = settings.load_profile()
     if profile.kind not in JOURNALED_KINDS:
-        with contextlib.ExitStack() as stack:
-            with live_status(f"opening {profile.name} ({profile.kind})…", quiet=settings.quiet):
-                run_dir = settings.run_dir or default_run_dir("show")
-                opened = stack.enter_context(build_target(profile, run_dir=run_dir))
+        run_dir = settings.run_dir or default_run_dir("show")
+        with open_target(profile, run_dir=run_dir, quiet=settings.quiet) as opened:
             yield opened, f"target {profile.name!r} as it is now"
         return
     path = session_path(runs_root(), session_name)

@@ -66,6 +66,7 @@ def test_piped_output_of_slow_commands_holds_no_progress(workdir: Path) -> None:
         (*board, "run", "realm-lifecycle"),
         (*board, "conformance", "--only", "granule_delegate"),
         (*board, "show", "granules", "--range", "0x90000000+64K"),
+        (*board, "info"),
     ):
         proc = piped(*args)
         assert proc.returncode == 0, (args, proc.stdout + proc.stderr)
@@ -113,3 +114,12 @@ def test_on_a_terminal_a_refused_view_ends_its_status_with_one_line(workdir: Pat
     assert code == 2, plain
     errors = [line for line in plain.splitlines() if "cca-hil: error:" in line]
     assert len(errors) == 1 and "0x90000000 is not the RD of a realm" in errors[0], plain
+
+
+def test_on_a_terminal_info_spins_while_the_board_boots(workdir: Path) -> None:
+    argv = [sys.executable, "-m", "cca_hil", "--profile", "board-sim", "info"]
+    with PtyProcess.spawn(argv, env=_env(), cwd=workdir) as term:
+        term.expect("opening board-sim (serial)", timeout=TIMEOUT)
+        term.expect("RMI version 1.0", timeout=TIMEOUT)
+        assert term.wait(TIMEOUT) == 0, term.text
+    assert SPINNER.search(term.output.decode("utf-8", "replace"))
