@@ -209,3 +209,45 @@ def test_every_answer_of_the_c_agent_is_the_emulators(binary: Path, replay: bool
     executed = agent.shim.executions
     assert all(count == 1 for count in executed.values())
     assert sorted(seq for _, seq in executed) == sorted(seq for _, seq in emulator.executions)
+
+
+def test_cli_run_through_a_noisy_link_to_the_c_agent_passes_and_runs_each_request_once(
+    binary: Path, tmp_path: Path
+) -> None:
+    env = dict(os.environ, **{BINARY_ENV: str(binary)})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cca_hil",
+            "--profile",
+            "agent-host",
+            "--inject-noise",
+            NOISE,
+            "--set",
+            "link.retries=24",
+            "--set",
+            "serial.launch_timeout=60",
+            "--set",
+            "link.timeouts.request=5",
+            "run",
+            "realm-lifecycle",
+            "--json",
+            str(tmp_path / "out.json"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((tmp_path / "out.json").read_text())["outcome"] == "passed"
+    # The shim reports its count into the board log of the run folder when the run closes it.
+    logs = list(tmp_path.glob("cca-hil-runs/*/board.log"))
+    assert len(logs) == 1
+    summary = [line for line in logs[0].read_text().splitlines() if "requests executed" in line]
+    assert len(summary) == 1
+    assert ", 0 executed more than once," in summary[0]
+    assert int(summary[0].split("agent-shim: ")[1].split()[0]) > 100
