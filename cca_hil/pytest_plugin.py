@@ -11,8 +11,10 @@
   sequence did), ``cca_profile`` (the loaded profile), ``cca_run_dir`` (the test's run folder).
 - ``@pytest.mark.cca_requires("mec", "realm_exec", …)``: capabilities (and RMM
   features, as in a sequence's ``requires:``); a target without them skips the test, saying which.
-- The run folder's logs (console, link trace, board program, events) are attached to
-  each test's report as sections ``cca <file>``, and their paths as ``user_properties``.
+- The run folder's logs (console, link trace, board program) and the sequences' step
+  lines are attached to each test's report as sections ``Captured log cca <file> call``
+  (``-rA``; JUnit ``<system-out>`` with ``-o junit_logging=log``), and the files' paths
+  as ``user_properties`` (JUnit ``<property>``).
 - Sequence files are collected as tests: a ``.yaml`` whose top level has ``sequence:``
   and ``steps:``, found in a directory named ``sequences`` (or given on the command
   line, or matching the ``cca_sequences`` ini globs) is one item per profile; every
@@ -42,8 +44,13 @@ if TYPE_CHECKING:
 
 DEFAULT_PROFILE = "model"
 MARKER = "cca_requires"
-LOG_FILES = ("console.log", "link.trace.log", "board.log", "events.jsonl")
-"""Run-folder files attached to a test's report, when the test's target wrote them."""
+LOG_FILES = ("console.log", "link.trace.log", "board.log")
+"""Run-folder logs attached to a test's report, when the test's target wrote them."""
+LISTED_FILES = (*LOG_FILES, "events.jsonl", "result.json")
+"""Run-folder files whose paths go into the report's ``user_properties`` (JUnit ``<property>``)."""
+SECTION = "log cca"
+"""Key of the report sections (titled ``Captured log cca … call``): pytest's JUnit writer takes
+``Captured log…`` sections into ``<system-out>`` with ``-o junit_logging=log`` (or ``all``)."""
 LOG_LIMIT = 64 * 1024
 """Largest tail of one log attached to a report (the whole file stays in the run folder)."""
 SEQUENCE_KEYS = ("sequence", "steps")
@@ -62,6 +69,7 @@ class RunSequence(Protocol):
 
 RUN_DIR_KEY = pytest.StashKey[Path]()
 STEPS_KEY = pytest.StashKey[str]()
+ATTACHED_KEY = pytest.StashKey[bool]()
 
 
 # -- options -----------------------------------------------------------------------------------------------
@@ -448,21 +456,33 @@ class SequenceItem(pytest.Item):
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Attach the test's step lines and run-folder logs to the report of its call (or failed setup)."""
+    """Attach the test's step lines and run-folder logs when its call (or a failed setup) is reported.
+
+    Added to the item before its report is made, they are in that report and in the later
+    ones too (pytest's JUnit writer reads sections and properties from the teardown report).
+    """
+    if call.when == "call" or (call.when == "setup" and call.excinfo is not None):
+        _attach(item, call.when)
     report: pytest.TestReport = yield
-    attach = call.when == "call" or (call.when == "setup" and not report.passed)
-    if attach and (RUN_DIR_KEY in item.stash or STEPS_KEY in item.stash):
-        steps = item.stash.get(STEPS_KEY, "")
-        if steps:
-            report.sections.append(("cca steps", steps))
-        folder = item.stash.get(RUN_DIR_KEY, None)
-        if folder is not None:
-            for name in LOG_FILES:
-                path = folder / name
-                if path.is_file():
-                    report.sections.append((f"cca {name}", _tail(path)))
-                    report.user_properties.append((f"cca {name}", str(path)))
     return report
+
+
+def _attach(item: pytest.Item, when: str) -> None:
+    if ATTACHED_KEY in item.stash:
+        return
+    item.stash[ATTACHED_KEY] = True
+    steps = item.stash.get(STEPS_KEY, "")
+    if steps:
+        item.add_report_section(when, f"{SECTION} steps", steps)
+    folder = item.stash.get(RUN_DIR_KEY, None)
+    if folder is None:
+        return
+    for name in LISTED_FILES:
+        path = folder / name
+        if path.is_file():
+            if name in LOG_FILES:
+                item.add_report_section(when, f"{SECTION} {name}", _tail(path))
+            item.user_properties.append((f"cca {name}", str(path)))
 
 
 def _tail(path: Path) -> str:
