@@ -173,10 +173,6 @@ class RealmView:
         for run in self.rtt:
             yield from run.walk()
 
-    def rtt_granules(self) -> list[tuple[int, int]]:
-        """The RTT granules below the starting level: (level, PA), in walk order."""
-        return [(r.level + 1, r.addr) for r in self.runs() if r.state == "table" and r.addr is not None]
-
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
         return {
@@ -518,7 +514,7 @@ class RttWalker:
                 children = self._table(
                     rd, level + 1, ipa, entries_per_table(level + 1), protected_top=protected_top
                 )
-                entries.append(_Entry("table", None, desc & _OA_MASK, children))
+                entries.append(_Entry("table", None, desc, children))
             elif state == RttEntryState.ASSIGNED and protected:
                 entries.append(_Entry("assigned", _ripas(ripas), desc))
             elif state == RttEntryState.ASSIGNED:

@@ -123,3 +123,29 @@ def test_on_a_terminal_info_spins_while_the_board_boots(workdir: Path) -> None:
         term.expect("RMI version 1.0", timeout=TIMEOUT)
         assert term.wait(TIMEOUT) == 0, term.text
     assert SPINNER.search(term.output.decode("utf-8", "replace"))
+
+
+def test_an_rtt_walk_counts_its_calls_on_a_terminal_only(workdir: Path) -> None:
+    """show realms --rd on an FVP holding a realm: plain when piped; on a pty a live count of calls."""
+    images = workdir / "firmware"
+    images.mkdir()
+    (images / "bl1.bin").write_bytes(b"\0" * 4096)
+    (images / "fip.bin").write_bytes(b"\0" * 4096)
+    fvp = ("--profile", "fvp-base-rme", "--set", f"fvp.binary={STANDIN}", "--set", f"fvp.images_dir={images}")
+    assert piped(*fvp, "fvp", "start").returncode == 0
+    try:
+        built = piped(*fvp, "run", "realm-lifecycle", "--stop-before", "data_destroy_0", "--no-compare")
+        assert built.returncode == 0, built.stdout + built.stderr
+        walked = piped(*fvp, "show", "realms", "--rd", "0x90000000")
+        assert walked.returncode == 0, walked.stdout + walked.stderr
+        assert_clean(walked.stdout + walked.stderr)
+        argv = [sys.executable, "-m", "cca_hil", *fvp, "show", "realms", "--rd", "0x90000000"]
+        with PtyProcess.spawn(argv, env=_env(), cwd=workdir) as term:
+            term.expect(re.compile(rb"walking RTTs with RMI_RTT_READ_ENTRY: \d+ calls"), timeout=TIMEOUT)
+            term.expect("unassigned_ns", timeout=TIMEOUT)
+            assert term.wait(TIMEOUT) == 0, term.text
+    finally:
+        assert piped(*fvp, "fvp", "stop").returncode == 0
+    plain = strip_ansi(term.output).decode("utf-8", "replace")
+    assert "source: RTT_READ_ENTRY walk through the agent" in plain
+    assert "L3 0x0  assigned ripas=ram → PA 0x90050000" in plain

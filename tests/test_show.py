@@ -35,6 +35,7 @@ from cca_hil.views import (
 )
 
 TIMEOUT = 300
+STANDIN = Path(__file__).resolve().parent.parent / "tools" / "fvp-standin"
 SVG = "{http://www.w3.org/2000/svg}"
 STOP = "data_destroy_0"
 """The first teardown step of realm-lifecycle: stopping before it leaves the realm built."""
@@ -289,3 +290,42 @@ def test_rtt_runs_know_their_extent() -> None:
     assert run.top == 0x200000 and run.entry_size == 0x1000
     big = dataclasses.replace(run, level=1, ipa=0x40000000, count=511)
     assert big.top == 0x8000000000
+
+
+# -- an FVP keeps its state between commands: walk it from the command line ------------------------------
+
+
+def test_show_realms_on_an_fvp_walks_the_tree_the_model_holds(workdir: Path, process_guard: str) -> None:
+    """run … --stop-before on the FVP stand-in, then show realms --rd: the walked tree is the model's."""
+    lifecycle_in_session("reference")
+    model = json.loads(ok("show", "realms", "--session", "reference", "--json"))["realms"][0]
+    firmware = workdir / "firmware"
+    firmware.mkdir()
+    (firmware / "bl1.bin").write_bytes(b"\0" * 4096)
+    (firmware / "fip.bin").write_bytes(b"\0" * 4096)
+    fvp = (
+        "--profile",
+        "fvp-base-rme",
+        "--set",
+        f"fvp.binary={STANDIN}",
+        "--set",
+        f"fvp.images_dir={firmware}",
+        "--set",
+        "fvp.iris=true",
+    )
+    ok(*fvp, "fvp", "start")
+    try:
+        ok(*fvp, "run", "realm-lifecycle", "--stop-before", STOP, "--no-compare")
+        walked = json.loads(ok(*fvp, "show", "realms", "--rd", model["rd"], "--json"))
+        gpt = json.loads(ok(*fvp, "show", "granules", "--range", "0x90000000+64K", "--json"))
+    finally:
+        ok(*fvp, "fvp", "stop")
+    assert walked["source"] == SOURCE_WALK
+    (realm,) = walked["realms"]
+    assert realm["rtt"] == model["rtt"]
+    assert (realm["state"], realm["vmid"], realm["rim"], realm["recs"]) == (None, None, None, None)
+    assert gpt["pas_source"] == "the target's GPT" and gpt["state_source"] is None
+    assert [(r["start"], r["pas"]) for r in gpt["runs"]] == [
+        ("0x90000000", "realm"),
+        ("0x90001000", "nonsecure"),
+    ]
