@@ -237,6 +237,7 @@ def load(
     # Parse first: a bad image is exit 2 before the board is touched.
     parsed = load_image(image, address=pa)
     target = build_target(profile)
+    target.take_lease()  # the board is driven without opening the agent link: lease it explicitly
     try:
         if not target.has(Capability.LOAD):
             raise _lacking(profile, "debug probe to load through", PROBE_KEYS)
@@ -265,6 +266,7 @@ def load(
             console.print(f"loaded {parsed.size} bytes into {target.name}", markup=False, soft_wrap=True)
     finally:
         target.close()
+        target.release_lease()
 
 
 # -- power ----------------------------------------------------------------------------------------------
@@ -281,6 +283,7 @@ def power(
 
     profile = _profile(ctx)
     target = build_target(profile)
+    target.take_lease()  # the board is driven without opening the agent link: lease it explicitly
     try:
         if not target.has(Capability.POWER):
             raise _lacking(profile, "power control", POWER_KEYS)
@@ -297,3 +300,4 @@ def power(
         console.print(f"power {action.value}: done", markup=False, soft_wrap=True)
     finally:
         target.close()
+        target.release_lease()

@@ -380,3 +380,25 @@ def test_bad_lease_settings_are_one_line_exit_2(
     result = _cli(env, *args, "info", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and fragment in result.stderr
+
+
+def test_power_takes_the_boards_lease_without_opening_its_link(env: dict[str, str], tmp_path: Path) -> None:
+    marker = tmp_path / "switched"
+    profile = tmp_path / "powered.yaml"
+    profile.write_text(
+        "name: powered\nkind: serial\nserial:\n  url: socket://127.0.0.1:9\n"
+        f"  power:\n    commands:\n      'on': [touch, '{marker}']\n      'off': ['true']\n"
+    )
+    holder = _holder(env, "store", "serial:socket://127.0.0.1:9", "0.5", "60")
+    try:
+        assert _line(holder) == "held serial:socket://127.0.0.1:9"
+        refused = _cli(env, "--profile", str(profile), "power", "on", cwd=tmp_path)
+        assert refused.returncode == 3
+        assert f"pid {holder.pid}" in refused.stderr
+        assert not marker.exists()
+    finally:
+        assert _finish(holder) == "released"
+    done = _cli(env, "--profile", str(profile), "power", "on", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert marker.exists()
+    assert LeaseStore(Path(env["CCA_HIL_LEASE_DIR"])).list() == []
