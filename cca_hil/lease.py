@@ -106,7 +106,8 @@ def _process_gone(pid: int, start: str | None) -> bool:
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
-        return True
+        # Gone in between, or a system without /proc, where the signal's answer is all we have.
+        return Path("/proc/self/stat").exists()
     except OSError:
         return False
     after = text.rpartition(")")[2].split()
