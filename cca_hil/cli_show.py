@@ -62,11 +62,12 @@ _SIZE = re.compile(r"(?i)^(0x[0-9a-f_]+|[0-9_]+)\s*([kmgt]i?b?)?$")
 _UNITS: Final = {"k": 10, "m": 20, "g": 30, "t": 40}
 
 SessionOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--session",
         metavar="NAME",
-        help="Model only: the bench session whose state to show (kept by `rmi` and `run --session`).",
+        help="Model only: the bench session whose state to show (kept by `rmi` and `run --session`; "
+        "default: default).",
     ),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the view as JSON instead.")]
@@ -76,7 +77,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print the view as JSON i
 
 
 @contextlib.contextmanager
-def _target(ctx: typer.Context, session_name: str) -> Iterator[tuple[Target, str]]:
+def _target(ctx: typer.Context, session_name: str | None) -> Iterator[tuple[Target, str]]:
     """The selected target in its current state, and a line saying which state that is.
 
     On the model: a fresh model with the session's journal replayed (read only:
@@ -84,15 +85,29 @@ def _target(ctx: typer.Context, session_name: str) -> Iterator[tuple[Target, str
     """
     from cca_hil.cli import default_run_dir, open_target, runs_root, settings_of
     from cca_hil.profiles import build_target
-    from cca_hil.session import JOURNALED_KINDS, JournaledTarget, SessionError, load_journal, session_path
+    from cca_hil.session import (
+        DEFAULT_SESSION,
+        JOURNALED_KINDS,
+        JournaledTarget,
+        SessionError,
+        load_journal,
+        session_path,
+    )
 
     settings = settings_of(ctx)
     profile = settings.load_profile()
     if profile.kind not in JOURNALED_KINDS:
+        if session_name is not None:
+            raise InputError(
+                f"profile {profile.name!r} keeps its state on the target: there is no bench session to show",
+                where=f"--session {session_name}",
+                valid=[f"a profile of kind {kind}" for kind in sorted(JOURNALED_KINDS)],
+            )
         run_dir = settings.run_dir or default_run_dir("show")
         with open_target(profile, run_dir=run_dir, quiet=settings.quiet) as opened:
             yield opened, f"target {profile.name!r} as it is now"
         return
+    session_name = session_name or DEFAULT_SESSION
     path = session_path(runs_root(), session_name)
     journal = load_journal(path)
     target = build_target(profile)
@@ -254,7 +269,7 @@ def show_realms(
         list[str] | None,
         typer.Option("--rd", metavar="ADDR", help="Only this realm (repeatable); needed off the model."),
     ] = None,
-    session_name: SessionOption = "default",
+    session_name: SessionOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Realms: state, VMID, RIM, RECs, and the RTT tree with entry states and RIPAS."""
@@ -359,7 +374,7 @@ def show_granules(
             help="Physical addresses to show (default: the granule pool).",
         ),
     ] = None,
-    session_name: SessionOption = "default",
+    session_name: SessionOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Granules: RMM state and PAS of each granule, runs of equal ones merged."""
@@ -403,7 +418,7 @@ def show_gpt(
         Path | None,
         typer.Option("--svg", metavar="PATH", help="Write the PAS map as a picture with an address axis."),
     ] = None,
-    session_name: SessionOption = "default",
+    session_name: SessionOption = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The PAS map of the target's GPT as a coloured band (and, with --svg, a picture)."""

@@ -283,6 +283,8 @@ def test_bad_input_is_one_line_and_exit_2(workdir: Path, process_guard: str) -> 
         "--profile", "board-sim", "run", "realm-lifecycle", "--session", "x"
     )
     assert "bad session name" in bad_input("show", "realms", "--session", "../x")
+    line = bad_input("--profile", "board-sim", "show", "gpt", "--session", "demo")
+    assert "keeps its state on the target" in line and "(--session demo)" in line
 
 
 def test_rtt_runs_know_their_extent() -> None:
