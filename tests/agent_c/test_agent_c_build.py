@@ -66,5 +66,5 @@ def test_cross_build_with_warnings_as_errors_links_each_image_where_it_is_loaded
     assert _elf(out / "realm-payload.elf")[::2] == (aarch64, 0)
     binary = (out / "agent.bin").read_bytes()
     # The flat image starts with the entry code (`msr daifset, #0xf`), as a BL33 loaded at its address must.
-    assert binary[:4] == bytes.fromhex("df4003d5")
+    assert binary[:4] == bytes.fromhex("df4f03d5")
     assert (out / "realm-payload.bin").stat().st_size > 0
