@@ -402,3 +402,26 @@ def test_power_takes_the_boards_lease_without_opening_its_link(env: dict[str, st
     assert done.returncode == 0, done.stderr
     assert marker.exists()
     assert LeaseStore(Path(env["CCA_HIL_LEASE_DIR"])).list() == []
+
+
+def test_an_fvp_start_session_is_leased_by_its_session_file(tmp_path: Path, process_guard: str) -> None:
+    from cca_hil.fvp import FvpSession
+
+    model = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    try:
+        session = FvpSession(
+            pid=model.pid, pgid=model.pid, argv=("FVP_Base_RevC-2xAEMvA",), start_ticks=None, ports={},
+            stdout_log="", stderr_log="", run_dir=str(tmp_path), started="",
+        )  # fmt: skip
+        state = tmp_path / "fvp-session.json"
+        state.write_text(json.dumps(session.to_json()))
+        run = tmp_path / "20261129T120000.000Z-run"  # a run folder beside the session, as `run` makes
+        run.mkdir()
+        attached = build_target(load_profile("fvp-base-rme"), run_dir=run)
+        assert attached.lease_key() == f"fvp:{state.resolve()}"
+        # Without the session folder, the target launches a model of its own: private, no lease.
+        assert build_target(load_profile("fvp-base-rme"), run_dir=tmp_path / "x" / "y").lease_key() is None
+    finally:
+        model.kill()
+        model.wait(timeout=WAIT)
+    assert attached.lease_key() is None  # the session's model has gone
