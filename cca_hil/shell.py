@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
-from cca_hil.arch.rmi import GRANULE_SIZE, RmiCommand, decode_version, to_signed64
+from cca_hil.arch.rmi import GRANULE_SIZE, HashAlgorithm, RmiCommand, decode_version, to_signed64
 from cca_hil.arch.rmi_1_0 import RMI_1_0
 from cca_hil.arch.structs import RealmParams, RecParams, Structure
 from cca_hil.errors import InputError
@@ -249,7 +249,9 @@ class Shell:
             valid = list(exc.valid) if exc.valid is not None else None
             if exc.what.startswith("cannot read") and valid is not None:
                 valid += sorted(self.granules)
-            where = (exc.where or "").replace("cca-hil rmi ", "") or None
+            # Said in the shell's words: `granule_delegate addr`, not `cca-hil rmi granule-delegate addr`.
+            bench = f"cca-hil rmi {command.name.replace('_', '-')}"
+            where = (exc.where or "").replace(bench, command.name) or None
             raise InputError(exc.what, where=where, valid=valid) from None
         # As `cca-hil rmi` does (session.perform), keeping the scratch structures off the named granules.
         avoid = [*call.values.values(), *(g.pa for g in self.granules.values())]
@@ -290,7 +292,9 @@ class Shell:
                     if item.name not in given and item.name not in ALWAYS_SAVED.get(kind, ()):
                         continue
                     raw = getattr(structure, item.name)
-                    if isinstance(raw, bytes):
+                    if (kind, item.name) == (RealmParams, "hash_algo") and raw in set(HashAlgorithm):
+                        mapping[item.name] = HashAlgorithm(raw).name.lower()
+                    elif isinstance(raw, bytes):
                         mapping[item.name] = "0x" + raw.hex()
                     elif isinstance(raw, tuple):
                         mapping[item.name] = [shown(int(v)) for v in raw]
@@ -501,7 +505,7 @@ class ShellCompleter(Completer):
             structure = STRUCTURES.get((command.name, param.name))
             if structure is not None and field_name:
                 return [*FIELD_VALUES.get((structure, field_name), ()), *granules]
-            return [*INPUT_VALUES.get(param.type, ()), *granules, *platform]
+            return [*INPUT_VALUES.get(param.type, ()), *granules, *(platform if param.is_address else ())]
         return granules
 
 

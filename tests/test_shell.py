@@ -1,0 +1,200 @@
+"""``cca-hil shell``: the real command on a real pty (prompt_toolkit line editing), and scripted.
+
+A realm is built at the prompt with completion; ``save`` writes a sequence that
+``cca-hil run`` replays on a fresh target and passes; history survives the process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+from pty_harness import CTRL_C, CTRL_D, TAB, UP, PtyProcess
+
+from cca_hil.profiles import build_target, load_profile
+from cca_hil.sequences import load_sequence
+from cca_hil.shell import Shell, ShellCompleter
+
+CCA_HIL = [sys.executable, "-m", "cca_hil"]
+PROMPT = "cca-hil model>"
+"""The prompt as it appears once control sequences are removed (the line editor draws the space by moving)."""
+START_TIMEOUT = 60.0
+"""Seconds for a cold interpreter to start and show the prompt on a loaded machine."""
+
+
+@pytest.fixture
+def env(tmp_path: Path, process_guard: str) -> dict[str, str]:
+    """The environment of the commands: history and runs under tmp_path, no developer overrides."""
+    environment = dict(os.environ)
+    environment["CCA_HIL_RUNS"] = str(tmp_path / "runs")
+    environment["CCA_HIL_HISTORY"] = str(tmp_path / "state" / "history")
+    environment.pop("CCA_HIL_PROFILE", None)
+    return environment
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: PLW1510  (the exit code is what is checked)
+        [*CCA_HIL, *args], env=env, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=180
+    )
+
+
+def command(term: PtyProcess, line: str, answer: str) -> None:
+    """Type a line at the prompt, wait for ``answer`` and then for the next prompt.
+
+    Keys typed before the line editor is back (the terminal in cooked mode between prompts)
+    would meet the tty's own line discipline, as they would at a real terminal: so wait.
+    """
+    mark = term.mark()
+    term.sendline(line)
+    term.expect(re.compile(re.escape(answer.encode()) + rb"[\s\S]*" + re.escape(PROMPT.encode())), since=mark)
+
+
+def test_a_realm_built_at_the_prompt_is_saved_as_a_sequence_that_run_replays(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    with PtyProcess.spawn([*CCA_HIL, "shell"], env=env, cwd=tmp_path) as term:
+        term.expect(PROMPT, timeout=START_TIMEOUT)
+        command(term, "rd = alloc", "rd = 0x")
+        command(term, "rtt = alloc", "rtt = 0x")
+        # Tab offers both granule commands for `granule_`, and completes `granule_d` to the one.
+        mark = term.mark()
+        term.send("granule_" + TAB.decode())
+        term.expect(re.compile(rb"granule_delegate\s+[\s\S]*granule_undelegate"), since=mark)
+        term.send(CTRL_C)  # leave the line; a fresh prompt follows
+        term.expect(PROMPT, since=mark)
+        mark = term.mark()
+        term.send("granule_d" + TAB.decode())
+        term.expect("granule_delegate", since=mark)
+        command(term, " rd", "granule_delegate addr=rd")
+        command(term, "delegate rtt", "→ success")
+        # Tab completes structure fields and enumeration values: the call as accepted shows them.
+        for keys in ("realm_create rd params.rtt_b", "rtt params.hash_a", "sha2"):
+            term.send(keys + TAB.decode())
+            time.sleep(0.2)  # as a person types: the completion lands before the next keys
+        command(term, " params.vmid=1", "params.rtt_base=rtt params.hash_algo=sha256 params.vmid=1")
+        command(term, "delegate rd", "error_input index 0")
+        command(term, "realm_activate rd", "→ success")
+        command(term, "rtt_read_entry rd 0 0", "state = unassigned")
+        command(term, "save realm.yaml", "saved 6 step(s) and 2 granule(s)")
+        assert "error:" not in term.text
+        term.send(CTRL_D)
+        assert term.wait() == 0
+    saved = load_sequence(tmp_path / "realm.yaml")
+    assert [s.command for s in saved.steps] == [
+        "granule_delegate",
+        "granule_delegate",
+        "realm_create",
+        "granule_delegate",
+        "realm_activate",
+        "rtt_read_entry",
+    ]
+    assert list(saved.granules) == ["rd", "rtt"]
+    text = (tmp_path / "realm.yaml").read_text()
+    assert "params: {hash_algo: sha256, vmid: 1, rtt_base: rtt}" in text
+    done = run_cli(["run", "realm.yaml"], env, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "6 passed" in done.stdout
+
+
+def test_history_is_kept_across_runs(tmp_path: Path, env: dict[str, str]) -> None:
+    with PtyProcess.spawn([*CCA_HIL, "shell"], env=env, cwd=tmp_path) as term:
+        term.expect(PROMPT, timeout=START_TIMEOUT)
+        command(term, "version", "lower = 1.0")
+        term.send(CTRL_D)
+        assert term.wait() == 0
+    assert "version" in Path(env["CCA_HIL_HISTORY"]).read_text()
+    with PtyProcess.spawn([*CCA_HIL, "shell"], env=env, cwd=tmp_path) as term:
+        term.expect(PROMPT, timeout=START_TIMEOUT)
+        mark = term.mark()
+        term.send(UP)  # the line of the earlier run comes back
+        term.expect("version", since=mark)
+        command(term, "", "lower = 1.0")
+        command(term, "history", "version")
+        term.send("exit\r")
+        assert term.wait() == 0
+
+
+def test_bad_lines_are_one_red_line_each_and_the_shell_goes_on(tmp_path: Path, env: dict[str, str]) -> None:
+    with PtyProcess.spawn([*CCA_HIL, "shell"], env=env, cwd=tmp_path) as term:
+        term.expect(PROMPT, timeout=START_TIMEOUT)
+        mark = term.mark()
+        term.sendline("bogus 1")
+        match = term.expect("error: unknown command 'bogus'; valid: ", since=mark, plain=False)
+        assert b"\x1b[31m" in term.output[mark:][: match.start() + 10]  # red
+        command(term, "delegate nowhere", "error: cannot read 'nowhere' as a number (granule_delegate addr)")
+        command(term, "version", "→ success")
+        term.send(CTRL_D)
+        assert term.wait() == 0
+
+
+def test_scripted_session_reads_lines_and_exits_2_after_a_bad_one(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    script = "g = alloc\ndelegate g\nrtt_create g g+0x1000 0 3\nfrobnicate\nsave out.yaml\n"
+    done = run_cli(["shell"], env, tmp_path, stdin=script)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "> delegate g" in done.stdout and "→ success" in done.stdout
+    assert done.stdout.count("error: ") == 1
+    assert "error: unknown command 'frobnicate'" in done.stdout
+    text = (tmp_path / "out.yaml").read_text()
+    assert "rtt: g + 0x1000" in text and "level: 3" in text
+    replay = run_cli(["run", "out.yaml"], env, tmp_path)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+
+
+def test_bad_shell_option_is_exit_2_one_line(tmp_path: Path, env: dict[str, str]) -> None:
+    done = run_cli(["shell", "--frobnicate"], env, tmp_path, stdin="")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cca-hil: error: no such option"), done.stderr
+
+
+# -- completion and recording on the model target, in process ----------------------------------------
+
+
+@pytest.fixture
+def shell() -> Iterator[Shell]:
+    with build_target(load_profile("model")) as target:
+        session = Shell(target)
+        session.alloc("rd")
+        session.alloc("data0")
+        yield session
+
+
+def completions(shell: Shell, text: str) -> list[str]:
+    return [c.text for c in ShellCompleter(shell).get_completions(Document(text), CompleteEvent(True))]
+
+
+def test_completion_offers_commands_inputs_fields_values_and_granules(shell: Shell) -> None:
+    assert completions(shell, "granule_d") == ["granule_delegate"]
+    assert completions(shell, "granule-u") == ["granule_undelegate"]
+    assert completions(shell, "data_create ") == ["rd=", "data=", "ipa=", "src=", "flags=", "rd", "data0"]
+    assert completions(shell, "data_create rd=rd d") == ["data=", "data0"]
+    assert completions(shell, "data_create flags=") == ["measure", "no_measure", "rd", "data0"]
+    assert "params.hash_algo=" in completions(shell, "realm_create rd params.h")
+    assert completions(shell, "realm_create params.hash_algo=") == ["sha256", "sha512", "rd", "data0"]
+    assert completions(shell, "delegate d") == ["data0"]
+    assert "platform.non_memory" in completions(shell, "delegate addr=")
+    assert completions(shell, "x = ") == ["alloc"]
+    assert completions(shell, "help realm_a") == ["realm_activate"]
+    assert completions(shell, "frob ") == []
+
+
+def test_granule_names_are_checked_and_slots_are_distinct(shell: Shell) -> None:
+    from cca_hil.errors import InputError
+
+    assert shell.granules["data0"].pa - shell.granules["rd"].pa >= 0x10000
+    assert shell.granules["rd"].pa % 0x10000 == 0
+    for bad in ("rd", "on", "platform", "9x", "delegate"):
+        with pytest.raises(InputError):
+            shell.alloc(bad)
