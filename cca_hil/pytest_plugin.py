@@ -371,9 +371,10 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 def _wanted(path: Path, config: pytest.Config) -> bool:
-    if "sequences" in path.parent.parts[-1:]:
+    if path.parent.name == "sequences":
         return True
-    named = {Path(str(a).split("::")[0]).absolute() for a in config.args}
+    here = config.invocation_params.dir
+    named = {(here / str(a).split("::")[0]).absolute() for a in config.args}
     if path.absolute() in named:
         return True
     globs: list[str] = config.getini("cca_sequences")
