@@ -190,6 +190,9 @@ class ConsoleLine(Resource):
 
         target = build_target(self.profile, run_dir=self.folder)
         try:
+            # A console is a user of the target like any other: it holds the target's lease meanwhile.
+            target.take_lease()
+            self._closers.append(target.release_lease)
             if target.kind == "serial":
                 self.stream = self._open_serial(target)
             elif target.kind == "fvp":

@@ -152,6 +152,59 @@ def test_sigterm_ends_the_console_with_the_terminal_restored(
         assert term.termios() == before
 
 
+ROOT = Path(__file__).resolve().parents[1]
+STANDIN = ROOT / "tools" / "fvp-standin"
+
+
+def fvp_args(tmp_path: Path) -> list[str]:
+    """The fvp-base-rme profile on the FVP stand-in, with dummy firmware images."""
+    images = tmp_path / "images"
+    images.mkdir(exist_ok=True)
+    (images / "bl1.bin").write_bytes(b"\0" * 20 * 1024)
+    (images / "fip.bin").write_bytes(b"\0" * 900 * 1024)
+    return ["-p", "fvp-base-rme", "--set", f"fvp.binary={STANDIN}", "--set", f"fvp.images_dir={images}"]
+
+
+@pytest.mark.parametrize(
+    ("select_args", "shown"),
+    [
+        ([], BANNER),  # the agent's UART by default: TF-A's boot text, then the agent
+        (["--terminal", "terminal_3"], re.compile(rb"Booting RMM v\.[\s\S]*RMI ABI revision v1\.0")),
+        (["--uart", "1"], re.compile(rb"BL31: Preparing for EL3 exit to normal world")),
+    ],
+    ids=["agent-uart", "terminal-by-name", "uart-by-number"],
+)
+def test_console_on_an_fvp_attaches_to_the_terminal_asked_for(
+    tmp_path: Path, env: dict[str, str], select_args: list[str], shown: re.Pattern[bytes]
+) -> None:
+    with spawn([*fvp_args(tmp_path), "console", *select_args], env, tmp_path) as term:
+        before = term.termios()
+        term.expect(shown, timeout=LAUNCH_TIMEOUT)
+        term.send(ESCAPE)
+        assert term.wait() == 0
+        assert term.termios() == before
+    # The model launched for the console is stopped with it (the process guard checks it).
+
+
+def test_console_on_an_unconnected_fvp_terminal_is_exit_2_naming_the_connected_ones(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    done = subprocess.run(  # noqa: PLW1510  (the exit code is what is checked)
+        [*CCA_HIL, *fvp_args(tmp_path), "console", "--uart", "2"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "cca-hil: error: terminal_2 is not connected in profile 'fvp-base-rme' "
+        "(fvp.terminals.terminal_2.connect: false) (--uart); valid: 0, 1, 3"
+    ]
+
+
 # -- piped, as a script drives it -------------------------------------------------------------------
 
 
