@@ -18,16 +18,20 @@ import select
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Final
 
 from cca_hil.errors import TransportError
 
 logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG: Final = 1
+"""prctl(2) option: the signal a process gets when its parent thread dies (linux/prctl.h)."""
 
 _MAX_LINE = 4096
 """Longest unterminated output kept for an error message while waiting for its newline."""
@@ -166,12 +170,38 @@ class TailLines:
             return tuple(out)
 
 
+def parent_death_signal(sig: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` giving the child ``sig`` when the launching thread dies (Linux), else None.
+
+    PR_SET_PDEATHSIG (prctl(2)): a cca-hil killed outright (SIGKILL, the OOM
+    killer) cannot stop its programs, so the kernel does. The signal follows the
+    *thread* that started the program, so a program must be started and stopped
+    by one thread. libc's prctl is looked up here, before the fork: the child only
+    calls it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:
+            # The parent died between fork and prctl: nobody would ever stop this program.
+            os._exit(1)
+
+    return arm
+
+
 class GroupProcess:
     """A program in its own process group, stdout and stderr logged from the first byte.
 
     ``pass_fds`` are inherited by the program (a listening socket it serves, for
     instance). Nothing it prints is lost: the pumps write to the logs before
-    anything else looks at the bytes.
+    anything else looks at the bytes. With ``die_with_parent`` the program gets
+    SIGTERM from the kernel should this process die without stopping it.
     """
 
     def __init__(
@@ -184,6 +214,7 @@ class GroupProcess:
         what: str,
         pass_fds: Iterable[int] = (),
         kill_wait: float = 5.0,
+        die_with_parent: bool = False,
     ) -> None:
         self.argv = list(argv)
         self.what = what
@@ -201,6 +232,9 @@ class GroupProcess:
                 cwd=cwd,
                 pass_fds=tuple(pass_fds),
                 start_new_session=True,
+                # Safe with threads here: the child only calls prctl and getppid, both resolved
+                # before the fork; it imports nothing and takes no lock.
+                preexec_fn=parent_death_signal(signal.SIGTERM) if die_with_parent else None,  # noqa: PLW1509
             )
         except OSError as error:
             raise TransportError(f"cannot start {what} ({shlex.join(self.argv[:1])}): {error}") from error

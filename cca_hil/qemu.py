@@ -348,6 +348,8 @@ class QemuProcess:
                 what="QEMU",
                 pass_fds=(listener.fileno(),),
                 kill_wait=config.timeouts.kill,
+                # A QEMU whose cca-hil was killed would run its polling guest at full speed forever.
+                die_with_parent=True,
             )
         finally:
             # QEMU holds its own copy: once it exits nobody listens, so a connect cannot hang on a

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +347,43 @@ def test_an_image_that_never_prints_the_agent_banner_is_a_clear_target_error(
     assert info.value.exit_code == 3
     assert "link.timeouts.boot" in str(info.value)
     assert "qemu test image at EL2" in str(info.value), "the last output is shown"
+
+
+LAUNCHER = """\
+import sys
+import time
+from pathlib import Path
+from cca_hil.qemu import QemuConfig, launch
+
+config = QemuConfig.from_section({"kernel": sys.argv[1], "timeouts": {"connect": 60.0, "version": 60.0}})
+process = launch(config, run_dir=Path(sys.argv[2]))
+process.serial.expect(b"qemu test image", timeout=120)
+print(process.pid, flush=True)
+sys.stdin.read()  # until the test kills this process
+"""
+
+
+def test_a_qemu_whose_cca_hil_is_killed_outright_stops_too(
+    tmp_path: Path, qemu: str, test_image: Path
+) -> None:
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, str(test_image), str(tmp_path / "run")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert launcher.stdout is not None and launcher.stdin is not None
+    try:
+        qemu_pid = int(launcher.stdout.readline())
+        assert not group_gone(qemu_pid)
+    finally:
+        # SIGKILL: no close(), no finally, no atexit in the launcher can run.
+        launcher.kill()
+        launcher.wait(timeout=60)
+        launcher.stdout.close()
+        launcher.stdin.close()
+    # The kernel sends QEMU SIGTERM (PR_SET_PDEATHSIG); wait for that, bounded.
+    deadline = time.monotonic() + 120.0
+    while not group_gone(qemu_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert group_gone(qemu_pid), "QEMU outlived the cca-hil that started it"
