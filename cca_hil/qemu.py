@@ -19,7 +19,8 @@ Layout of a run folder: ``qemu.cmdline`` (the argument list, shell-quoted),
 ``qemu.stdout.log`` / ``qemu.stderr.log`` (QEMU's own output, written as it
 arrives) and ``uart0.log`` (the agent's UART, from the first byte). QEMU runs
 in its own process group, is stopped with SIGTERM and, after a bounded wait,
-SIGKILL; nothing it started outlives the run.
+SIGKILL; nothing it started outlives the run, and a cca-hil killed outright takes
+QEMU with it (the kernel's parent-death signal, :func:`cca_hil.launch.parent_death_signal`).
 """
 
 from __future__ import annotations
