@@ -198,6 +198,16 @@ class Shell:
                 pa += SLOT
         raise InputError("no free 64 KiB slot with a Non-secure granule left in the granule pool")
 
+    def name_of(self, pa: int) -> str | None:
+        """``g`` or ``g+0x1000`` for an address in the slot of a named granule, else None."""
+        for granule in self.granules.values():
+            offset = pa - granule.pa
+            if offset == 0:
+                return granule.name
+            if 0 < offset < SLOT:
+                return f"{granule.name}+{offset:#x}"
+        return None
+
     def _value_of(self, text: str) -> tuple[int, str] | None:
         """(address, normalised text) when ``text`` is a granule expression (``g``, ``g+0x1000``)."""
         match = _GRANULE_EXPR.fullmatch(text.strip())
@@ -396,12 +406,10 @@ def print_result(console: Console, shell: Shell, inputs: Mapping[str, int], resu
     from rich.text import Text
 
     command = RMI_1_0.by_name[result.command]
-    names = {g.pa: g.name for g in shell.granules.values()}
     sent = Text(command.name, style="bold")
     for key, value in inputs.items():
-        shown = names.get(
-            value, f"{value:#x}" if command.input(key).type != "Int64" else str(to_signed64(value))
-        )
+        number = str(to_signed64(value)) if command.input(key).type == "Int64" else f"{value:#x}"
+        shown = shell.name_of(value) or number
         sent.append(f" {_short(key)}=")
         sent.append(shown, style="cyan")
     console.print(sent)

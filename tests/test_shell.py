@@ -152,6 +152,21 @@ def test_scripted_session_reads_lines_and_exits_2_after_a_bad_one(
     assert replay.returncode == 0, replay.stdout + replay.stderr
 
 
+def test_a_session_on_a_simulated_board_replays_on_the_model(tmp_path: Path, env: dict[str, str]) -> None:
+    script = (
+        "rd = alloc\nrtt = alloc\ndelegate rd\ndelegate rtt\n"
+        "realm_create rd params.rtt_base=rtt params.vmid=3\nrealm_activate rd\n"
+        "rtt_create rd rtt+0x1000 0 1\nsave board.yaml\n"
+    )
+    done = run_cli(["--profile", "board-sim", "shell"], env, tmp_path, stdin=script)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rtt_create rd=rd rtt=rtt+0x1000 ipa=0x0 level=1" in done.stdout
+    assert "saved 5 step(s)" in done.stdout
+    replay = run_cli(["run", "board.yaml"], env, tmp_path)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert "5 passed" in replay.stdout
+
+
 def test_bad_shell_option_is_exit_2_one_line(tmp_path: Path, env: dict[str, str]) -> None:
     done = run_cli(["shell", "--frobnicate"], env, tmp_path, stdin="")
     assert done.returncode == 2
