@@ -116,6 +116,19 @@ def _process_gone(pid: int, start: str | None) -> bool:
     return start is not None and len(after) > 19 and after[19] != start
 
 
+def machine_id() -> str | None:
+    """This kernel boot and PID namespace: where a pid means the same process (None without /proc).
+
+    Two containers with one host name, sharing a lease directory, do not see each other's pids.
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{boot}/{namespace}"
+
+
 @dataclass(frozen=True)
 class LeaseInfo:
     """What a lease file says: the key, its holder, when it was taken and last heard of."""
@@ -137,6 +150,8 @@ class LeaseInfo:
     """The holder's process start time (Linux), to tell it from a later process with the same pid."""
     recovered: str = ""
     """Why the previous holder's lease was taken over, when it was."""
+    machine: str | None = None
+    """The holder's :func:`machine_id`: its pid is checked only where that is the same."""
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready mapping (times also in ISO 8601 for people)."""
@@ -161,12 +176,16 @@ class LeaseInfo:
             stale_after=float(data.get("stale_after", STALE_AFTER)),
             pid_start=None if data.get("pid_start") is None else str(data["pid_start"]),
             recovered=str(data.get("recovered", "")),
+            machine=None if data.get("machine") is None else str(data["machine"]),
         )
 
     def stale_reason(self, *, now: float | None = None, host: str | None = None) -> str | None:
         """Why this lease no longer holds (its holder died or went silent), or None while it is live."""
+        if not self.token:
+            return "the lease file is unreadable"
         here = socket.gethostname() if host is None else host
-        if self.host == here and _process_gone(self.pid, self.pid_start):
+        same_machine = self.machine is None or self.machine == machine_id()
+        if self.host == here and same_machine and _process_gone(self.pid, self.pid_start):
             return f"holder pid {self.pid} on {self.host} has ended"
         silent = (time.time() if now is None else now) - self.heartbeat
         if silent > self.stale_after:
@@ -254,8 +273,13 @@ class LeaseStore:
     def _write(self, info: LeaseInfo) -> None:
         path = self.path_for(info.key)
         temporary = path.with_name(f".{path.name}.{info.token}.tmp")
-        temporary.write_text(json.dumps(info.to_json(), indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
+        try:
+            temporary.write_text(json.dumps(info.to_json(), indent=2) + "\n", encoding="utf-8")
+            os.replace(temporary, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            raise TargetError(f"cannot write lease {path}: {exc}") from exc
 
     def list(self) -> list[LeaseInfo]:
         """Every lease in the directory, by key."""
@@ -334,6 +358,7 @@ class LeaseStore:
             stale_after=stale_after,
             pid_start=_process_start(os.getpid()),
             recovered=recovered,
+            machine=machine_id(),
         )
 
     def refresh(self, info: LeaseInfo) -> LeaseInfo | None:
@@ -372,7 +397,10 @@ class LeaseStore:
                 raise LeaseBusyError(
                     key, holder, waited=0, hint="its holder is alive; add --force to break it anyway"
                 )
-            self.path_for(key).unlink(missing_ok=True)
+            try:
+                self.path_for(key).unlink(missing_ok=True)
+            except OSError as exc:
+                raise TargetError(f"cannot remove lease {self.path_for(key)}: {exc}") from exc
             return holder, reason
 
 

@@ -349,6 +349,21 @@ def test_stale_when_the_pid_was_reused_or_is_a_zombie(tmp_path: Path) -> None:
     elsewhere = dataclasses.replace(mine, host="another-host", heartbeat=now - 100)
     assert "no heartbeat" in (elsewhere.stale_reason() or "")
     assert dataclasses.replace(mine, host="another-host").stale_reason() is None
+    # Same host name, another PID namespace (a container): its pid says nothing here.
+    container = dataclasses.replace(mine, pid=child.pid, machine="another-boot/4026531836")
+    assert container.stale_reason() is None
+    assert "no heartbeat" in (dataclasses.replace(container, heartbeat=now - 100).stale_reason() or "")
+
+
+def test_a_damaged_lease_file_is_recovered_at_once(tmp_path: Path) -> None:
+    store = LeaseStore(tmp_path)
+    tmp_path.mkdir(exist_ok=True)
+    store.path_for("board").write_text("{not json")
+    [damaged] = store.list()
+    assert damaged.stale_reason() == "the lease file is unreadable"
+    with store.acquire("board", command="test") as lease:
+        assert "the lease file is unreadable" in lease.info.recovered
+        assert store.read("board") == lease.info
 
 
 def test_private_targets_take_no_lease_and_a_profile_can_name_the_key(
