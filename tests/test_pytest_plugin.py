@@ -147,8 +147,12 @@ def test_a_failing_step_is_named_in_the_report(env: dict[str, str], tmp_path: Pa
         )
     )
     junit = tmp_path / "out.xml"
-    result = _pytest(env, "sequences", f"--junitxml={junit}", "-o", "junit_logging=log", cwd=tmp_path)
+    runs = tmp_path / "kept"
+    options = (f"--junitxml={junit}", "-o", "junit_logging=log", f"--cca-run-dir={runs}")
+    result = _pytest(env, "sequences", *options, cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
+    [kept] = runs.iterdir()  # the item's run folder, kept where asked
+    assert '"outcome":"failed"' in (kept / "events.jsonl").read_text()
     assert "twice.yaml:8: status error_input index 0 (gran_state), expected success" in result.stdout
     assert "failed   second_wrongly_expected_to_succeed" in result.stdout
     case = _cases(junit)["delegate-twice[model]"]
@@ -175,6 +179,10 @@ def test_only_sequence_documents_in_sequences_folders_are_collected(
     # Named on the command line, a sequence file is collected wherever it is.
     named = _pytest(env, "--collect-only", "-q", f"data/{bundled.name}", cwd=tmp_path)
     assert f"data/{bundled.name}::{bundled.stem}[model]" in named.stdout
+    # So is one matching an ini cca_sequences glob.
+    (tmp_path / "pytest.ini").write_text("[pytest]\ncca_sequences = data/*.yaml\n")
+    globbed = _pytest(env, "--collect-only", "-q", "data", cwd=tmp_path)
+    assert f"data/{bundled.name}::{bundled.stem}[model]" in globbed.stdout
 
 
 def test_a_broken_sequence_is_a_collection_error_naming_file_and_line(
