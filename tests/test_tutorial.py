@@ -18,11 +18,12 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from pty_harness import ESCAPE, PtyProcess, strip_ansi
+from pty_harness import CTRL_D, ESCAPE, PtyProcess, strip_ansi
 
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIAL = ROOT / "docs" / "tutorial.md"
@@ -30,6 +31,7 @@ STANDIN = ROOT / "tools" / "fvp-standin"
 REAL_FVP = "/opt/arm/FVP_Base_RevC-2xAEMvA/models/Linux64_GCC-9.3/FVP_Base_RevC-2xAEMvA"
 FIRMWARE = "/opt/arm/cca-firmware"
 TIMEOUT = 600.0
+SHELL_PROMPT = "cca-hil model> "
 _BLOCK = re.compile(r"^```console\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _EXIT = re.compile(r"#\s*exit\s+(\d+)\s*$")
 
@@ -86,13 +88,49 @@ def _check_excerpt(command: Command, output: str) -> None:
         )
 
 
-def _interactive(command: Command, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+def _console(command: Command, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+    """``cca-hil console``: await the excerpt, then Ctrl-] quits."""
     with PtyProcess.spawn(argv, env=env, cwd=cwd) as term:
         for wanted in command.excerpt:
             term.expect(wanted.strip(), timeout=TIMEOUT)
         term.send(ESCAPE)
         code = term.wait(TIMEOUT)
     assert code == command.expected_exit, strip_ansi(term.output).decode("utf-8", "replace")
+
+
+def _answer(lines: list[str]) -> re.Pattern[bytes]:
+    """The lines in order (spaces as in the excerpt), then the next prompt."""
+    parts = [re.escape(line.strip().encode()) for line in lines]
+    return re.compile(rb"[\s\S]*".join([*parts, re.escape(SHELL_PROMPT.rstrip().encode())]))
+
+
+def _shell(command: Command, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+    """``cca-hil shell``: type each prompt line once the prompt is back, await the lines under it; Ctrl-D."""
+    inputs: list[tuple[str, list[str]]] = []
+    for line in command.excerpt:
+        if line.startswith(SHELL_PROMPT):
+            inputs.append((line[len(SHELL_PROMPT) :], []))
+        else:
+            assert inputs, f"tutorial.md:{command.number}: shell output before the first prompt line"
+            inputs[-1][1].append(line)
+    # Each typed line shows what it prints: the prompt is awaited after that, so no key is typed early.
+    assert all(answer for _, answer in inputs), f"tutorial.md:{command.number}: a shell line shows no answer"
+    with PtyProcess.spawn(argv, env=env, cwd=cwd) as term:
+        term.expect(SHELL_PROMPT.rstrip(), timeout=TIMEOUT)
+        for typed, answer in inputs:
+            mark = term.mark()
+            term.sendline(typed)
+            term.expect(_answer(answer), since=mark, timeout=TIMEOUT)
+        term.send(CTRL_D)
+        code = term.wait(TIMEOUT)
+    assert code == command.expected_exit, strip_ansi(term.output).decode("utf-8", "replace")
+
+
+INTERACTIVE: dict[str, Callable[[Command, list[str], dict[str, str], Path], None]] = {
+    "console": _console,
+    "shell": _shell,
+}
+"""Commands that run on a pty, by their last word."""
 
 
 def test_the_tutorial_has_all_three_parts_and_every_command_is_tested() -> None:
@@ -136,8 +174,8 @@ def test_every_tutorial_command_runs_as_documented(tmp_path: Path, process_guard
                 continue
             argv = [sys.executable, "-m", "cca_hil", *words[1:]]
             ran += 1
-            if words[-1] == "console":
-                _interactive(command, argv, env, work)
+            if words[-1] in INTERACTIVE:
+                INTERACTIVE[words[-1]](command, argv, env, work)
                 continue
             proc = subprocess.run(
                 argv, capture_output=True, text=True, env=env, cwd=work, timeout=TIMEOUT, check=False
