@@ -26,6 +26,7 @@ when a fixture or a sequence item needs it.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
 from collections.abc import Generator, Iterator
@@ -234,10 +235,18 @@ def _run_dir_for(item: pytest.Item, factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def cca_target(request: pytest.FixtureRequest, cca_profile: Profile, cca_run_dir: Path) -> Iterator[Target]:
-    """The target of ``cca_profile``, opened under its lease; skipped if it lacks a marker's needs."""
+    """The target of ``cca_profile``, opened under its lease; skipped if it lacks a marker's needs.
+
+    A target that cannot be opened (busy, unreachable) errors the test with its one line.
+    """
+    from cca_hil.errors import CcaHilError
     from cca_hil.profiles import build_target
 
-    with build_target(cca_profile, run_dir=cca_run_dir) as target:
+    with contextlib.ExitStack() as stack:
+        try:
+            target = stack.enter_context(build_target(cca_profile, run_dir=cca_run_dir))
+        except CcaHilError as exc:
+            pytest.fail(f"cannot open target {cca_profile.name!r}: {exc}", pytrace=False)
         requirements: tuple[str, ...] = ()
         for marker in request.node.iter_markers(MARKER):
             requirements += _requirements(marker, where=request.node.nodeid)
