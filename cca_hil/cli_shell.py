@@ -87,6 +87,9 @@ def _interactive(session: Shell, console: Console, *, prompt: str) -> int:
             execute(session, line, console, history=history.get_strings)
         except ShellExit:
             break
+        except KeyboardInterrupt:
+            # Ctrl-C during a call ends the call's wait, not the session (as in a shell).
+            console.print("interrupted", style="red", highlight=False)
     _unsaved_hint(session, console)
     return 0
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from cca_hil.agent.protocol import (
     BASE_MAX_FRAME,
@@ -49,6 +49,8 @@ from cca_hil.resource import Resource
 
 if TYPE_CHECKING:
     from cca_hil.profiles import Profile
+    from cca_hil.targets.fvp import FvpTarget
+    from cca_hil.targets.serial import SerialTarget
 
 ESCAPE = 0x1D
 """Ctrl-]: ends the session (telnet's escape character)."""
@@ -193,9 +195,12 @@ class ConsoleLine(Resource):
             # A console is a user of the target like any other: it holds the target's lease meanwhile.
             target.take_lease()
             self._closers.append(target.release_lease)
-            if target.kind == "serial":
+            from cca_hil.targets.fvp import FvpTarget
+            from cca_hil.targets.serial import SerialTarget
+
+            if isinstance(target, SerialTarget):
                 self.stream = self._open_serial(target)
-            elif target.kind == "fvp":
+            elif isinstance(target, FvpTarget):
                 self.stream = self._open_fvp(target)
             else:
                 raise InputError(
@@ -209,8 +214,8 @@ class ConsoleLine(Resource):
             raise
         return self.stream
 
-    def _open_serial(self, target: Any) -> ByteStream:
-        from cca_hil.targets.serial import LaunchedBoard, open_port
+    def _open_serial(self, target: SerialTarget) -> ByteStream:
+        from cca_hil.targets.serial import BOARD_LOG, LaunchedBoard, open_port
 
         if self.uart not in (None, 0):
             raise InputError(
@@ -226,12 +231,14 @@ class ConsoleLine(Resource):
         if target.launch:
             board = LaunchedBoard(
                 target.launch,
-                log_path=self.folder / "board.log",
+                log_path=self.folder / BOARD_LOG,
                 timeout=target.launch_timeout,
                 stop_timeout=target.stop_timeout,
             )
             self._closers.append(board.stop)
             url = url or board.url
+        # SerialTarget refuses a profile with neither url nor launch, and a simulation has a URL.
+        assert url is not None
         port = open_port(
             url,
             baudrate=target.baudrate,
@@ -244,7 +251,7 @@ class ConsoleLine(Resource):
         stream: ByteStream = port
         return stream
 
-    def _open_fvp(self, target: Any) -> ByteStream:
+    def _open_fvp(self, target: FvpTarget) -> ByteStream:
         from cca_hil.fvp import FvpLauncher, load_session
         from cca_hil.targets.fvp import session_file
 

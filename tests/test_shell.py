@@ -119,7 +119,7 @@ def test_history_is_kept_across_runs(tmp_path: Path, env: dict[str, str]) -> Non
         term.send(UP)  # the line of the earlier run comes back
         term.expect("version", since=mark)
         command(term, "", "lower = 1.0")
-        command(term, "history", "version")
+        command(term, "history", "1  version")
         term.send("exit\r")
         assert term.wait() == 0
 
