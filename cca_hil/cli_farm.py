@@ -82,6 +82,7 @@ def farm_run(  # noqa: PLR0917  (typer reads options from the signature)
     )
     from cca_hil.errors import ProfileError
     from cca_hil.farm import (
+        EXIT_INTERRUPTED,
         Farm,
         FarmOptions,
         LineView,
@@ -147,13 +148,16 @@ def farm_run(  # noqa: PLR0917  (typer reads options from the signature)
     )
     farm = Farm(boards, folder=folder.resolve(), options=options, view=view)
     try:
-        result = farm.run()
-    finally:
-        # Interrupted too: the boards that ran keep their results.
-        if farm.result is not None:
-            if json_path is not None:
-                write_json(json_path, farm.result)
-            if junit_path is not None:
-                write_junit(junit_path, farm.result)
+        farm.run()
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM: the workers were stopped and the merged results written; say so, exit 130.
+        pass
+    result = farm.result
+    if result is None:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if json_path is not None:
+        write_json(json_path, result)
+    if junit_path is not None:
+        write_junit(junit_path, result)
     console.print(summary_line(result), markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(result.exit_code())

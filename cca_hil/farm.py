@@ -61,6 +61,8 @@ STOP_GRACE = 10.0
 """Seconds a worker has after SIGINT to close its target before it is killed."""
 POLL_INTERVAL = 0.1
 DEFAULT_BOARD_TIMEOUT = 3600.0
+EXIT_INTERRUPTED = 130
+"""Exit status of a farm run stopped by Ctrl-C or SIGTERM (as for any interrupted command)."""
 
 _MULTIPLIER = re.compile(r"^(?P<name>.+?)\s*\*\s*(?P<count>\d+)$")
 
@@ -351,15 +353,27 @@ def sweep(tag: str, *, timeout: float = 5.0) -> list[int]:
     return killed
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
+
+
 def log_tails(folder: Path, *, lines: int = LOG_TAIL_LINES) -> dict[str, str]:
-    """The last lines of each log in a board's folder, by file name (for a board that broke off)."""
+    """The last lines of each log in a board's folder, by file name (for a board that broke off).
+
+    Control bytes (agent frames share the console's line) are shown as ``\\xNN``, which XML can carry.
+    """
     out: dict[str, str] = {}
     for name in LOG_FILES:
         path = folder / name
         with contextlib.suppress(OSError):
             text = path.read_text(encoding="utf-8", errors="replace")
-            out[name] = "\n".join(text.rstrip("\n").splitlines()[-lines:])
+            tail = "\n".join(text.rstrip("\n").splitlines()[-lines:])
+            out[name] = xml_safe(tail)
     return out
+
+
+def xml_safe(text: str) -> str:
+    """``text`` with the characters XML 1.0 cannot carry shown as ``\\xNN``."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
 # -- the views ------------------------------------------------------------------------------------------
@@ -493,7 +507,12 @@ class FarmResult:
         return board.result.outcome
 
     def exit_code(self) -> int:
-        """3 if any board had a target error or died, else 1 if any case failed or diverged, else 0."""
+        """3 if any board had a target error or died, else 1 if any case failed or diverged, else 0.
+
+        130 when the farm run was interrupted (Ctrl-C, SIGTERM).
+        """
+        if self.interrupted:
+            return EXIT_INTERRUPTED
         outcome = self.outcome
         if outcome is Outcome.ERROR:
             return EXIT_TARGET
@@ -584,6 +603,12 @@ class FarmResult:
         for key, value in totals.items():
             root.set(key, str(value))
         root.set("time", f"{seconds:.6f}")
+        for element in root.iter():
+            # Messages quote what boards printed; XML 1.0 cannot carry control characters.
+            if element.text:
+                element.text = xml_safe(element.text)
+            for attribute, raw in element.attrib.items():
+                element.set(attribute, xml_safe(raw))
         return ET.ElementTree(root)
 
 
@@ -914,12 +939,11 @@ def summary_line(result: FarmResult) -> str:
     boards = ", ".join(f"{n} {o}" for o, n in by_board.items())
     counts = result.counts()
     cases = ", ".join(f"{counts[str(o)]} {o}" for o in Outcome if counts[str(o)] or o is Outcome.PASSED)
+    verdict = "INTERRUPTED" if result.interrupted else str(result.outcome).upper()
     text = (
         f"farm run: {len(result.boards)} boards ({boards}), {sum(counts.values())} cases: {cases}"
-        f" — {str(result.outcome).upper()} (exit {result.exit_code()})"
+        f" — {verdict} (exit {result.exit_code()})"
     )
-    if result.interrupted:
-        text += " — interrupted"
     if result.folder is not None:
         text += f" — results in {result.folder}"
     return text
