@@ -10,7 +10,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,13 +73,19 @@ def test_a_realm_built_at_the_prompt_is_saved_as_a_sequence_that_run_replays(
         term.expect(PROMPT, since=mark)
         mark = term.mark()
         term.send("granule_d" + TAB.decode())
-        term.expect("granule_delegate", since=mark)
+        # The editor draws only what changed: the completed rest of the word.
+        term.expect("elegate", since=mark)
         command(term, " rd", "granule_delegate addr=rd")
         command(term, "delegate rtt", "→ success")
         # Tab completes structure fields and enumeration values: the call as accepted shows them.
-        for keys in ("realm_create rd params.rtt_b", "rtt params.hash_a", "sha2"):
+        for keys, completed in (
+            ("realm_create rd params.rtt_b", "ase="),
+            ("rtt params.hash_a", "lgo="),
+            ("sha2", "56"),
+        ):
+            mark = term.mark()
             term.send(keys + TAB.decode())
-            time.sleep(0.2)  # as a person types: the completion lands before the next keys
+            term.expect(completed, since=mark)  # as a person types: on once the completion is there
         command(term, " params.vmid=1", "params.rtt_base=rtt params.hash_algo=sha256 params.vmid=1")
         command(term, "delegate rd", "error_input index 0")
         command(term, "realm_activate rd", "→ success")
