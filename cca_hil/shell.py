@@ -344,7 +344,6 @@ class Shell:
 
     def save(self, path: Path) -> int:
         """Write the record to ``path`` as a sequence file, checked by the loader first; steps written."""
-        from cca_hil.report import write_atomically
         from cca_hil.sequences import load_sequence_text
 
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem).strip("-.") or "shell"
@@ -352,8 +351,10 @@ class Shell:
         load_sequence_text(text, source=str(path))
         if path.is_dir():
             raise InputError("is a directory, expected a file name", where=f"save {path}")
+        if not path.parent.is_dir():
+            raise InputError(f"no such directory {str(path.parent)!r}", where=f"save {path}")
         try:
-            write_atomically(path, text)
+            path.write_text(text, encoding="utf-8")
         except OSError as exc:
             raise InputError(f"cannot write: {exc.strerror}", where=f"save {path}") from exc
         self.saved = len(self.record)

@@ -145,12 +145,15 @@ def test_bad_lines_are_one_red_line_each_and_the_shell_goes_on(tmp_path: Path, e
 def test_scripted_session_reads_lines_and_exits_2_after_a_bad_one(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
-    script = "g = alloc\ndelegate g\nrtt_create g g+0x1000 0 3\nfrobnicate\nsave out.yaml\n"
+    script = (
+        "g = alloc\ndelegate g\nrtt_create g g+0x1000 0 3\nfrobnicate\nsave missing/out.yaml\nsave out.yaml\n"
+    )
     done = run_cli(["shell"], env, tmp_path, stdin=script)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "> delegate g" in done.stdout and "→ success" in done.stdout
-    assert done.stdout.count("error: ") == 1
+    assert done.stdout.count("error: ") == 2
     assert "error: unknown command 'frobnicate'" in done.stdout
+    assert "error: no such directory 'missing' (save missing/out.yaml)" in done.stdout
     text = (tmp_path / "out.yaml").read_text()
     assert "rtt: g + 0x1000" in text and "level: 3" in text
     replay = run_cli(["run", "out.yaml"], env, tmp_path)
