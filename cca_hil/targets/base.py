@@ -261,8 +261,8 @@ class Target(Resource):
         self.lease = LeaseStore().acquire(
             key,
             timeout=timeout,
-            hint="wait with --lease-timeout SECONDS (or lease.timeout in the profile); "
-            "see 'cca-hil lease list'",
+            hint="to wait, give --lease-timeout SECONDS (pytest: --cca-lease-timeout) or the profile's "
+            "lease.timeout; see 'cca-hil lease list'",
         )
 
     def release_lease(self) -> None:
