@@ -97,7 +97,7 @@ def qemu_agent(image: Path, *, virtualization: bool = True) -> Iterator[serial.S
         "-monitor",
         "none",
         "-serial",
-        f"tcp:127.0.0.1:{port},server=on,wait=on",
+        f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on",
         "-kernel",
         str(image),
     ]

@@ -1,7 +1,8 @@
 /*
  * PL011 UART, polled (PrimeCell UART (PL011) TRM DDI0183: DR 0x000, FR 0x018, CR 0x030).
- * The line settings are the firmware's (TF-A's console, QEMU's model needs none): the agent
- * only makes sure the UART, transmitter and receiver are enabled.
+ * The baud rate is the firmware's (TF-A's console; QEMU's model has none). The agent makes sure
+ * the UART, transmitter, receiver and FIFOs are on: TF-A's console enables the FIFOs, nothing
+ * does under QEMU, whose PL011 then takes one received byte per turn of its I/O loop.
  */
 #include "bm.h"
 
@@ -11,7 +12,11 @@
 
 #define UART_DR 0x000
 #define UART_FR 0x018
+#define UART_LCR_H 0x02c
 #define UART_CR 0x030
+#define FR_BUSY (1u << 3)
+#define LCR_H_FEN (1u << 4)
+#define LCR_H_WLEN_8 (3u << 5)
 #define FR_RXFE (1u << 4)
 #define FR_TXFF (1u << 5)
 #define CR_UARTEN (1u << 0)
@@ -27,7 +32,15 @@ void uart_init(void)
 {
 	uint32_t cr = *uart_reg(UART_CR);
 	uint32_t want = CR_UARTEN | CR_TXE | CR_RXE;
-	if ((cr & want) != want)
+	uint32_t lcr = *uart_reg(UART_LCR_H);
+	if (!(lcr & LCR_H_FEN)) {
+		/* The line control register may only change while the UART is disabled and idle. */
+		while (*uart_reg(UART_FR) & FR_BUSY)
+			;
+		*uart_reg(UART_CR) = cr & ~CR_UARTEN;
+		*uart_reg(UART_LCR_H) = lcr | LCR_H_FEN | LCR_H_WLEN_8;
+	}
+	if ((cr & want) != want || !(lcr & LCR_H_FEN))
 		*uart_reg(UART_CR) = cr | want;
 }
 
