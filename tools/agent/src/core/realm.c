@@ -2,6 +2,7 @@
 #include "realm.h"
 
 #include "port.h"
+#include "proto.h"
 
 static struct realm_page page __attribute__((aligned(4096)));
 
@@ -22,24 +23,24 @@ int realm_run(const uint8_t *payload, size_t n, struct wbuf *reply, char *msg, s
 	uint64_t count = r_uvarint(&r);
 	if (r.bad || count > n) {
 		t_str(&t, "malformed REALM_RUN header");
-		return 2;
+		return ERR_MALFORMED;
 	}
 	size_t first = r.pos;
 	for (uint64_t i = 0; i < count; i++) {
 		if (!realm_action_decode(&r, &action)) {
 			t_str(&t, "malformed realm action ");
 			t_dec(&t, i + 1);
-			return 2;
+			return ERR_MALFORMED;
 		}
 	}
 	if (r_remaining(&r)) {
 		t_str(&t, "trailing bytes after the realm actions");
-		return 2;
+		return ERR_MALFORMED;
 	}
 	size_t length = r.pos - first;
 	if (length > REALM_ACTIONS_MAX) {
 		t_str(&t, "realm actions exceed the shared page");
-		return 3;
+		return ERR_TOO_LARGE;
 	}
 	page.magic = REALM_PAGE_MAGIC;
 	page.generation++;

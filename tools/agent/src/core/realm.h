@@ -77,8 +77,10 @@ bool realm_action_decode(struct rbuf *r, struct realm_action *a);
 /* Physical address of the shared page (identity map on the target), for INFO's facts. */
 uint64_t realm_page_address(void);
 
-/* REALM_RUN: parse, stage in the shared page, enter the REC, write REALM_RUN_REPLY's payload.
- * Returns an ERROR code (0: reply written). */
+/*
+ * REALM_RUN: parse, stage in the shared page, enter the REC, write REALM_RUN_REPLY's payload.
+ * Returns 0 (reply written) or the ERROR code of a refusal, with its message in msg.
+ */
 int realm_run(const uint8_t *payload, size_t n, struct wbuf *reply, char *msg, size_t cap);
 
 #endif
