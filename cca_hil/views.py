@@ -254,7 +254,7 @@ class GranulesView:
 
 
 @dataclass(slots=True)
-class _Entry:
+class EntryView:
     """One RTT entry as either source sees it."""
 
     state: str
@@ -263,7 +263,7 @@ class _Entry:
     children: tuple[RttRun, ...] = field(default=())
 
 
-def merge_entries(level: int, base: int, entries: Iterable[_Entry]) -> tuple[RttRun, ...]:
+def merge_entries(level: int, base: int, entries: Iterable[EntryView]) -> tuple[RttRun, ...]:
     """Runs of one table's entries: equal consecutive leaves (contiguous output addresses) merged."""
     size = 1 << level_shift(level)
     runs: list[RttRun] = []
@@ -341,19 +341,19 @@ def _model_table(table: Rtt, top: int | None = None) -> tuple[RttRun, ...]:
     shown = table.entries
     if top is not None:
         shown = shown[: max(0, (top - table.base) >> level_shift(table.level))]
-    entries: list[_Entry] = []
+    entries: list[EntryView] = []
     for entry in shown:
         state = entry.state
         if state is Hipas.TABLE:
             assert entry.table is not None
             children = _model_table(entry.table)
-            entries.append(_Entry("table", None, entry.addr, children))
+            entries.append(EntryView("table", None, entry.addr, children))
         elif state is Hipas.ASSIGNED or state is Hipas.UNASSIGNED:
             addr = entry.addr if state is Hipas.ASSIGNED else None
-            entries.append(_Entry(state.name.lower(), entry.ripas.name.lower(), addr))
+            entries.append(EntryView(state.name.lower(), entry.ripas.name.lower(), addr))
         else:
             addr = entry.addr if state is Hipas.ASSIGNED_NS else None
-            entries.append(_Entry(state.name.lower(), None, addr))
+            entries.append(EntryView(state.name.lower(), None, addr))
     return merge_entries(table.level, table.base, entries)
 
 
@@ -497,7 +497,7 @@ class RttWalker:
 
     def _table(self, rd: int, level: int, base: int, count: int, *, protected_top: int) -> tuple[RttRun, ...]:
         size = 1 << level_shift(level)
-        entries: list[_Entry] = []
+        entries: list[EntryView] = []
         for index in range(count):
             ipa = base + index * size
             answer = self.read(rd, ipa, level)
@@ -514,16 +514,16 @@ class RttWalker:
                 children = self._table(
                     rd, level + 1, ipa, entries_per_table(level + 1), protected_top=protected_top
                 )
-                entries.append(_Entry("table", None, desc, children))
+                entries.append(EntryView("table", None, desc, children))
             elif state == RttEntryState.ASSIGNED and protected:
-                entries.append(_Entry("assigned", _ripas(ripas), desc))
+                entries.append(EntryView("assigned", _ripas(ripas), desc))
             elif state == RttEntryState.ASSIGNED:
-                entries.append(_Entry("assigned_ns", None, _ns_output_address(desc)))
+                entries.append(EntryView("assigned_ns", None, _ns_output_address(desc)))
             elif state == RttEntryState.UNASSIGNED:
                 entries.append(
-                    _Entry("unassigned", _ripas(ripas), None)
+                    EntryView("unassigned", _ripas(ripas), None)
                     if protected
-                    else _Entry("unassigned_ns", None, None)
+                    else EntryView("unassigned_ns", None, None)
                 )
             else:
                 raise TargetError(
