@@ -832,7 +832,9 @@ def _run_target(
         yield session.target
 
 
-def _check_session_kind(profile: Profile, session_name: str) -> None:
+def _check_session(profile: Profile, session_name: str, sequences: Sequence[SequenceSpec]) -> None:
+    """Refuse ``run --session`` where a journal cannot hold the run, before anything runs."""
+    from cca_hil.seqformat import RmiStep, RsiStep
     from cca_hil.session import JOURNALED_KINDS, session_path
 
     session_path(runs_root(), session_name)  # a bad name is refused before the run
@@ -843,6 +845,14 @@ def _check_session_kind(profile: Profile, session_name: str) -> None:
             where=f"--session {session_name}",
             valid=[f"a profile of kind {kind}" for kind in sorted(JOURNALED_KINDS)],
         )
+    for sequence in sequences:
+        for step in sequence.steps:
+            if isinstance(step, RsiStep) or (isinstance(step, RmiStep) and step.realm):
+                raise InputError(
+                    f"step {step.name!r} of {sequence.name!r} makes the realm act, which a bench session "
+                    "cannot journal; run without --session, or --stop-before that step",
+                    where=f"{sequence.source}:{step.line}",
+                )
 
 
 def stop_before(sequence: SequenceSpec, step: str) -> SequenceSpec:
@@ -913,7 +923,7 @@ def run(  # noqa: PLR0917  (typer reads options from the signature)
     if stop_before_step is not None:
         loaded = [stop_before(sequence, stop_before_step) for sequence in loaded]
     if session_name is not None:
-        _check_session_kind(settings.load_profile(), session_name)
+        _check_session(settings.load_profile(), session_name, loaded)
     result = _run(
         settings,
         command="run",

@@ -283,6 +283,9 @@ def test_bad_input_is_one_line_and_exit_2(workdir: Path, process_guard: str) -> 
         "--profile", "board-sim", "run", "realm-lifecycle", "--session", "x"
     )
     assert "bad session name" in bad_input("show", "realms", "--session", "../x")
+    line = bad_input("run", "attestation", "--session", "att")
+    assert "step 'read_rim' of 'attestation' makes the realm act" in line and "attestation.yaml:" in line
+    assert not (workdir / "cca-hil-runs" / "sessions" / "att.json").exists()
     line = bad_input("--profile", "board-sim", "show", "gpt", "--session", "demo")
     assert "keeps its state on the target" in line and "(--session demo)" in line
 
