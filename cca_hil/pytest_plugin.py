@@ -427,6 +427,8 @@ class SequenceItem(pytest.Item):
         super().__init__(**kwargs)
         self.sequence = sequence
         self.profile_name = profile_name
+        self.fixturenames: list[str] = []
+        """No fixtures: said for plugins that read every item's (labgrid's ``pytest_runtest_setup`` does)."""
 
     def runtest(self) -> None:
         """Open the target, run the sequence, pass, fail or skip as its outcome says."""
