@@ -125,6 +125,7 @@ def test_bundled_sequences_are_test_items_from_the_repo_root(env: dict[str, str]
 
 
 def test_a_failing_step_is_named_in_the_report(env: dict[str, str], tmp_path: Path) -> None:
+    # No ini file here: every installed pytest plugin is active (labgrid's too, when installed).
     folder = tmp_path / "sequences"
     folder.mkdir()
     (folder / "twice.yaml").write_text(
