@@ -34,6 +34,7 @@ TARGET_KINDS: dict[str, str] = {
     "serial": "cca_hil.targets.serial:SerialTarget",
     "fvp": "cca_hil.targets.fvp:FvpTarget",
     "qemu": "cca_hil.targets.qemu:QemuTarget",
+    "labgrid": "cca_hil.targets.labgrid:LabgridTarget",
 }
 
 Schema = Mapping[str, Any]
