@@ -61,6 +61,15 @@ def build_host_agent() -> Path:
     return binary
 
 
+def build_host_agent_asan() -> Path:
+    """``make host-asan``: the host build under AddressSanitizer and UBSan (a memory error aborts it)."""
+    require_tools("cc")
+    make("host-asan")
+    binary = AGENT_DIR / "build" / "host-asan" / "cca-hil-agent-host"
+    assert binary.is_file()
+    return binary
+
+
 def build_qemu_image() -> Path:
     """``make PLATFORM=qemu``: the kernel image QEMU boots."""
     require_tools(CROSS_GCC, QEMU)
