@@ -79,6 +79,15 @@ def build_qemu_image() -> Path:
     return image
 
 
+def build_realm_selftest_image() -> Path:
+    """``make realm-selftest``: the QEMU image that runs the realm payload at EL1 under a stand-in RMM."""
+    require_tools(CROSS_GCC, QEMU)
+    make("realm-selftest")
+    image = AGENT_DIR / "build" / "qemu-selftest" / "agent.elf"
+    assert image.is_file()
+    return image
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

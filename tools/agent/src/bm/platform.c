@@ -74,8 +74,13 @@ static const struct name_value names[] = {
 	{"non_memory", 0x100000000},
 };
 const struct dram platform_dram[] = {{0x40000000, QEMU_RAM_SIZE}};
+#ifdef REALM_SELFTEST
+/* The realm self-test runs the payload under a stand-in for the RMM (src/selftest/). */
+static const uint64_t caps = CAP_SMC | CAP_MEMORY | CAP_ACCESS | CAP_BATCH | CAP_LOG | CAP_REALM;
+#else
 /* No RMM under QEMU here (no EL3 firmware): realms cannot run, so REALM is not announced. */
 static const uint64_t caps = CAP_SMC | CAP_MEMORY | CAP_ACCESS | CAP_BATCH | CAP_LOG;
+#endif
 #else
 #error "PLATFORM_FVP or PLATFORM_QEMU must be defined"
 #endif
