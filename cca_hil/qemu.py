@@ -13,7 +13,9 @@ to a free port *before* QEMU starts and hands to QEMU as an inherited file
 descriptor (``-chardev socket,fd=N,server=on,wait=on``): no port is guessed,
 so two QEMUs never race for one, and with ``wait=on`` QEMU starts the guest
 only once cca-hil is connected — the serial log holds the guest's output from
-its first byte.
+its first byte. ``nodelay=on`` turns Nagle off on QEMU's side: the agent's
+PL011 hands QEMU a reply byte by byte, and Nagle plus the host's delayed ACK
+cost about 40 ms per reply (measured: 45 ms → 1.2 ms per SMC round trip).
 
 Layout of a run folder: ``qemu.cmdline`` (the argument list, shell-quoted),
 ``qemu.stdout.log`` / ``qemu.stderr.log`` (QEMU's own output, written as it
@@ -252,7 +254,7 @@ def command_line(config: QemuConfig, *, binary: str, serial_fd: int) -> list[str
         "-display",
         "none",
         "-chardev",
-        f"socket,id={SERIAL_ID},fd={serial_fd},server=on,wait=on",
+        f"socket,id={SERIAL_ID},fd={serial_fd},server=on,wait=on,nodelay=on",
         "-serial",
         f"chardev:{SERIAL_ID}",
     ]

@@ -142,7 +142,8 @@ def test_bundled_profile_boots_the_agent_at_el2_on_virt() -> None:
     assert argv[argv.index("-machine") + 1] == "virt,virtualization=on"
     assert argv[argv.index("-cpu") + 1] == "max"
     assert argv[argv.index("-kernel") + 1] == str(default_kernel())
-    assert "socket,id=agent_uart,fd=7,server=on,wait=on" in argv
+    # nodelay=on: without it QEMU's Nagle and the host's delayed ACK cost ~40 ms per reply.
+    assert "socket,id=agent_uart,fd=7,server=on,wait=on,nodelay=on" in argv
     assert argv[argv.index("-serial") + 1] == "chardev:agent_uart"
     assert "-bios" not in argv
     assert default_kernel() == ROOT / "tools" / "agent" / "build" / "qemu" / "agent.elf"
