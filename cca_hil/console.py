@@ -59,6 +59,10 @@ GAP = 0.1
 """Silence that ends a partly received frame: its bytes are then shown as damaged (as the link does)."""
 QUIET_AFTER_EOF = 0.5
 """With piped input: seconds of silence from the target, after the input ended, that end the session."""
+READ_SLICE = 0.01
+"""Seconds a read of the line waits for more bytes (pySerial's timeout): the latency of an echo."""
+READ_CHUNK = 65536
+"""Most bytes taken from the line at once."""
 MAX_FRAME = 65536
 """Largest frame body the console recognises (the link's largest)."""
 CONSOLE_LOG = "console.log"
@@ -460,8 +464,9 @@ class _LinePump:
 
     def start(self) -> None:
         if hasattr(self.stream, "timeout"):
-            # A pySerial port opened without a timeout would block the reader forever.
-            self.stream.timeout = GAP / 2
+            # pySerial's read(n) returns early only when its timeout runs out: a short one keeps
+            # typed echoes prompt while a busy line still comes in large pieces.
+            self.stream.timeout = READ_SLICE
         self._thread.start()
 
     def stop(self) -> None:
@@ -480,11 +485,8 @@ class _LinePump:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                data = self.stream.read(1)
+                data = self.stream.read(READ_CHUNK)
                 if data:
-                    more = getattr(self.stream, "in_waiting", 0)
-                    if more:
-                        data += self.stream.read(more)
                     self.bytes_in += len(data)
                     self.last_data = time.monotonic()
                     self.out.write(*self.filt.feed(data))
