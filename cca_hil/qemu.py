@@ -34,7 +34,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -151,7 +151,7 @@ class QemuConfig:
     binary: str = DEFAULT_BINARY
     kernel: Path | None = None
     """The agent (``-kernel``); None with a ``bios`` (the agent is BL33 inside the firmware image)."""
-    kernel_is_default: bool = True
+    kernel_is_default: bool = False
     """True when ``kernel`` is the built agent of this checkout (the profile named none)."""
     bios: Path | None = None
     """EL3 firmware (TF-A ``flash.bin``/``bl1.bin``) loaded with ``-bios``."""
@@ -194,7 +194,7 @@ class QemuConfig:
         else:
             # With firmware the agent is BL33 inside the flash image; without, the built agent.
             kernel, is_default = (None, False) if bios is not None else (default_kernel(), True)
-        values = dict(QemuTimeouts().__dict__) | section.get("timeouts", {})
+        values = asdict(QemuTimeouts()) | section.get("timeouts", {})
         for phase, value in values.items():
             if value <= 0:
                 raise fail(f"qemu.timeouts.{phase} must be positive, got {value}")
@@ -211,6 +211,15 @@ class QemuConfig:
             timeouts=QemuTimeouts(**values),
             source=where,
         )
+
+    @property
+    def memory_bytes(self) -> int:
+        """``memory`` in bytes (QEMU reads a number without a suffix as MiB)."""
+        shift = {"K": 10, "M": 20, "G": 30, "T": 40}
+        suffix = self.memory[-1]
+        if suffix in shift:
+            return int(self.memory[:-1]) << shift[suffix]
+        return int(self.memory) << 20
 
     @property
     def rme(self) -> bool:

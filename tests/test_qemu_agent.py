@@ -196,3 +196,13 @@ def test_a_machine_that_enters_the_agent_outside_el2_is_exit_2_naming_the_key(
     (line,) = proc.stderr.splitlines()
     assert line.startswith(f"cca-hil: error: the agent was entered at EL{el} but must run at EL2")
     assert "qemu.machine" in line and "virtualization=on" in line
+
+
+def test_less_ram_than_the_agent_reports_is_exit_2_naming_qemu_memory(
+    tmp_path: Path, agent_image: Path
+) -> None:
+    proc = _cli("--set", "qemu.memory=512M", "info", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "qemu.memory 512M ends at 0x60000000 but the agent reports DRAM" in line
+    assert "QEMU_RAM_SIZE=0x20000000" in line

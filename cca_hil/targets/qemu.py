@@ -40,6 +40,10 @@ AGENT_BOOT: Final = re.compile(
 """What the agent prints once it runs (the banner, as BL33 on an FVP; frames may follow), or why it halted."""
 
 
+RAM_BASE: Final = 0x4000_0000
+"""Where ``virt`` puts RAM (one of its two stable addresses, reference §3.1)."""
+
+
 class QemuTarget(AgentTarget):
     """QEMU aarch64 ``virt`` with the cca-hil agent as the kernel (or as BL33 behind TF-A + RMM)."""
 
@@ -88,6 +92,30 @@ class QemuTarget(AgentTarget):
                 f"the agent halted while booting: {match.group('panic').decode(errors='replace').strip()}"
             )
         return serial
+
+    def open(self) -> None:
+        """Launch QEMU, reach the agent, and check its memory map against the RAM QEMU was given."""
+        if self._opened:
+            return
+        super().open()
+        try:
+            self._check_memory()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_memory(self) -> None:
+        ram = (RAM_BASE, RAM_BASE + self.config.memory_bytes)
+        for region in self.info().regions:
+            if region.kind == "dram" and region.base >= ram[0] and region.end > ram[1]:
+                # The agent's map is built in (QEMU_RAM_SIZE); QEMU's RAM is the profile's.
+                raise ProfileError(
+                    f"qemu.memory {self.config.memory} ends at {ram[1]:#x} but the agent reports DRAM "
+                    f"{region.name!r} up to {region.end:#x}: give QEMU at least "
+                    f"{(region.end - RAM_BASE) >> 20}M, or build the agent with QEMU_RAM_SIZE="
+                    f"{self.config.memory_bytes:#x}",
+                    where=self.profile.source,
+                )
 
     def _disconnect(self) -> None:
         process, self.process = self.process, None
