@@ -26,6 +26,7 @@ from cca_hil.profiles import build_target, load_profile
 from cca_hil.qemu import (
     AGENT_BUILD,
     CMDLINE_FILE,
+    RME_MIN_VERSION,
     SERIAL_LOG,
     STDERR_LOG,
     QemuConfig,
@@ -34,6 +35,7 @@ from cca_hil.qemu import (
     command_line,
     default_kernel,
     launch,
+    probe_version,
 )
 from cca_hil.transport.telnet import TerminalClosedError
 
@@ -388,3 +390,24 @@ def test_a_qemu_whose_cca_hil_is_killed_outright_stops_too(
     while not group_gone(qemu_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert group_gone(qemu_pid), "QEMU outlived the cca-hil that started it"
+
+
+def test_rme_on_a_qemu_without_it_is_exit_2_naming_the_release(tmp_path: Path, qemu: str) -> None:
+    version = probe_version(qemu, timeout=60)
+    if version[:2] >= RME_MIN_VERSION:
+        pytest.skip(f"this QEMU ({version}) emulates RME")
+    (tmp_path / "agent.elf").write_bytes(b"\0")
+    proc = _cli(
+        "--profile",
+        PROFILE,
+        "--set",
+        "qemu.kernel=agent.elf",
+        "--set",
+        "qemu.cpu=max,x-rme=on",
+        "info",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    _one_clear_line(
+        proc.stderr, ["qemu.cpu 'max,x-rme=on' asks for FEAT_RME", "from 8.1 on", ".".join(map(str, version))]
+    )
