@@ -30,6 +30,12 @@ from cca_hil.qemu import AGENT_BUILD, SERIAL_LOG, default_kernel
 from cca_hil.targets.base import Capability
 from cca_hil.targets.qemu import QemuTarget
 
+pytestmark = [
+    pytest.mark.slow,
+    # The first test also builds the agent (make, cross gcc) on what may be a loaded two-core machine.
+    pytest.mark.timeout(900),
+]
+
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = "qemu-virt"
 PSCI_VERSION_FID = 0x8400_0000
