@@ -83,6 +83,7 @@ QEMU_PARAMS: dict[str, Any] = {
     "memory": str,
     "smp": int,
     "extra": list,
+    "workdir": str,
     "timeouts": {"version": float, "connect": float, "shutdown": float, "kill": float},
 }
 """The schema of a profile's ``qemu:`` section (the target class adds ``link:``)."""
@@ -160,6 +161,8 @@ class QemuConfig:
     memory: str = DEFAULT_MEMORY
     smp: int = 1
     extra_args: tuple[str, ...] = ()
+    workdir: Path | None = None
+    """QEMU's working directory; None: the run folder. TF-A's semihosting boot reads ``bl2.bin``… there."""
     timeouts: QemuTimeouts = QemuTimeouts()
     source: str = "<qemu config>"
     """Where this configuration came from, for error messages."""
@@ -208,6 +211,7 @@ class QemuConfig:
             memory=memory,
             smp=smp,
             extra_args=tuple(str(a) for a in extra),
+            workdir=_path(section["workdir"]) if section.get("workdir") else None,
             timeouts=QemuTimeouts(**values),
             source=where,
         )
@@ -238,6 +242,8 @@ class QemuConfig:
             raise ProfileError(f"qemu.kernel {str(self.kernel)!r}: no such file", where=self.source)
         if self.bios is not None and not self.bios.is_file():
             raise ProfileError(f"qemu.bios {str(self.bios)!r}: no such file", where=self.source)
+        if self.workdir is not None and not self.workdir.is_dir():
+            raise ProfileError(f"qemu.workdir {str(self.workdir)!r}: no such directory", where=self.source)
 
 
 def _path(text: str) -> Path:
@@ -356,7 +362,7 @@ class QemuProcess:
                 self.argv,
                 stdout_log=run_dir / STDOUT_LOG,
                 stderr_log=run_dir / STDERR_LOG,
-                cwd=run_dir,
+                cwd=config.workdir or run_dir,
                 what="QEMU",
                 pass_fds=(listener.fileno(),),
                 kill_wait=config.timeouts.kill,

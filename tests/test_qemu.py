@@ -182,6 +182,7 @@ BAD_VALUES = [
     ),
     ("missing-bios", ["qemu.bios=no-such-flash.bin"], ["qemu.bios", "no such file"]),
     ("binary-path", ["qemu.binary=./no/qemu"], ["qemu.binary './no/qemu': no such file"]),
+    ("missing-workdir", ["qemu.workdir=no-such-dir"], ["qemu.workdir", "no-such-dir", "no such directory"]),
 ]
 
 
@@ -411,3 +412,17 @@ def test_rme_on_a_qemu_without_it_is_exit_2_naming_the_release(tmp_path: Path, q
     _one_clear_line(
         proc.stderr, ["qemu.cpu 'max,x-rme=on' asks for FEAT_RME", "from 8.1 on", ".".join(map(str, version))]
     )
+
+
+def test_qemu_runs_in_the_run_folder_or_the_given_workdir(
+    tmp_path: Path, qemu: str, test_image: Path
+) -> None:
+    workdir = tmp_path / "images"
+    workdir.mkdir()
+    for config, expected in (
+        (make_config(test_image), tmp_path / "run"),
+        (make_config(test_image, workdir=str(workdir)), workdir),
+    ):
+        with launch(config, run_dir=tmp_path / "run") as process:
+            process.serial.expect(BANNER, timeout=60)
+            assert Path(f"/proc/{process.pid}/cwd").resolve() == expected.resolve()
