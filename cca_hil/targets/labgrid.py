@@ -280,6 +280,10 @@ class LabgridTarget(AgentTarget):
         finally:
             self.acquired_by = None
 
+    def _lease_identity(self) -> str | None:
+        """The place, ``labgrid:COORDINATOR/PLACE``: cca-hil users of one host wait for it by lease."""
+        return f"labgrid:{self.coordinator}/{self.place}"
+
     # -- capabilities, power ------------------------------------------------------------------------------
 
     @property
