@@ -74,7 +74,7 @@ static const char *const msg_names[] = {
 	"", "HELLO", "INFO", "SMC", "READ", "WRITE", "FILL", "ACCESS", "REALM_RUN", "BATCH",
 };
 
-/* Execute a request; the answer's type and payload length (payload in a->payload). */
+/* Execute a request other than HELLO; the answer's type and payload length (payload in a->payload). */
 static uint8_t execute(struct agent *a, uint8_t type, const uint8_t *p, size_t n, size_t *len)
 {
 	struct wbuf w;
@@ -84,7 +84,7 @@ static uint8_t execute(struct agent *a, uint8_t type, const uint8_t *p, size_t n
 	/* The reply payload must leave room for the header and CRC inside L. */
 	w_init(&w, a->payload, a->limit - FRAME_MIN_BODY);
 
-	if (type < MSG_HELLO || type > MSG_BATCH) {
+	if (type <= MSG_HELLO || type > MSG_BATCH) {
 		t_str(&t, "unknown request type ");
 		t_hex(&t, type);
 		*len = error_payload(a, ERR_UNSUPPORTED, msg);
@@ -133,10 +133,6 @@ static uint8_t execute(struct agent *a, uint8_t type, const uint8_t *p, size_t n
 			*len = error_payload(a, (uint8_t)code, msg);
 			return MSG_ERROR;
 		}
-	} else if (type == MSG_HELLO) {
-		/* handled before; unreachable */
-		*len = error_payload(a, ERR_INTERNAL, "HELLO in dispatch");
-		return MSG_ERROR;
 	} else {
 		struct rbuf r;
 		struct delta d;
