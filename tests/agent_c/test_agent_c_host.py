@@ -31,6 +31,7 @@ from cca_hil.agent.protocol import (
     MsgType,
     ReadStep,
     SmcStep,
+    WriteStep,
     encode_batch,
     encode_request,
 )
@@ -157,6 +158,19 @@ REQUESTS: list[tuple[str, int, bytes]] = [
     ("REALM_RUN of no REC", MsgType.REALM_RUN, b"\x80\x80\x80\x80\x09\x80\x80\x80\x80\x09\x00"),
     ("REALM_RUN malformed action", MsgType.REALM_RUN, b"\x00\x00\x01\x63"),
     ("INFO", MsgType.INFO, b""),
+    (
+        "SMC with 17 arguments and 18 results",
+        MsgType.SMC,
+        encode_request(SmcStep(0xC400_0150, tuple(range(1, 18)), 18))[1],
+    ),
+    ("WRITE to a realm granule", MsgType.WRITE, encode_request(WriteStep(REALM_GRANULE + 8, b"abc"))[1]),
+    ("FILL of a realm granule", MsgType.FILL, encode_request(FillStep(REALM_GRANULE, 64, b"\x5a\xa5"))[1]),
+    ("store to a realm granule", MsgType.ACCESS, encode_request(AccessStep(REALM_GRANULE, True, 2, 7))[1]),
+    ("WRITE then READ", MsgType.BATCH, encode_batch([WriteStep(POOL + 3, b"xyz"), ReadStep(POOL, 8)])),
+    ("HELLO with the smallest frame", MsgType.HELLO, Hello(max_frame=16).encode()),
+    ("READ just too large for 256", MsgType.READ, encode_request(ReadStep(POOL, 250))[1]),
+    ("READ that just fits 256", MsgType.READ, encode_request(ReadStep(POOL, 249))[1]),
+    ("BATCH that fills the frame", MsgType.BATCH, encode_batch([ReadStep(POOL, 100)] * 3)),
     ("HELLO of major 2", MsgType.HELLO, Hello(major=2).encode()),
 ]
 
