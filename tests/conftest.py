@@ -50,3 +50,18 @@ def process_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         except (ProcessLookupError, PermissionError):
             pass
     assert not leaked, f"processes left running: {leaked}"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_lease_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Leases taken by the suite live in a folder of this run, not in the user's ~/.cache.
+
+    Tests that exercise leases set their own folder on top of this one.
+    """
+    before = os.environ.get("CCA_HIL_LEASE_DIR")
+    os.environ["CCA_HIL_LEASE_DIR"] = str(tmp_path_factory.mktemp("leases"))
+    yield
+    if before is None:
+        os.environ.pop("CCA_HIL_LEASE_DIR", None)
+    else:
+        os.environ["CCA_HIL_LEASE_DIR"] = before

@@ -361,9 +361,7 @@ steps:
     with build_target(load_profile("model")) as target:
         answers = Runner(target).run(sequence).steps
     document = reproducer_document(sequence, len(sequence.steps) - 1, answers, 1)
-    by_name = {
-        step.get("name", f"{step['rmi']}#{i}"): step for i, step in enumerate(document["steps"], 1)
-    }
+    by_name = {step.get("name", f"{step['rmi']}#{i}"): step for i, step in enumerate(document["steps"], 1)}
     # RMI_RTT_READ_ENTRY with an IPA beyond the realm's space: no outputs are defined for ERROR_INPUT
     assert by_name["read"]["expect"] == {"status": "error_input", "index": 0}
     assert by_name["walk"]["expect"]["outputs"] == {
@@ -383,3 +381,52 @@ steps:
         other = Runner(target).run(load_sequence(path))
     # a different feature register is caught by the replayed outputs
     assert [s.name for s in other.steps if s.outcome is Outcome.FAILED] == ["features#2"]
+
+
+def test_an_fvp_running_tf_rmm_passes_the_suite_judged_by_its_rows_with_no_divergence(
+    tmp_path: Path, process_guard: str
+) -> None:
+    # The FVP stand-in answers as TF-RMM (the RMM an FVP stack runs); an fvp profile's shadow and
+    # the suite's compat: variants expect exactly that, so a compared run is clean.
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("bl1.bin", "fip.bin"):
+        (images / name).write_bytes(b"\0" * 64)
+    env = {
+        **os.environ,
+        "CCA_HIL_FVP": str(root / "tools" / "fvp-standin"),
+        "CCA_HIL_PROFILE": "fvp-base-rme",
+        "CCA_HIL_SET": f"fvp.images_dir={images}",
+        "COLUMNS": "200",
+    }
+
+    def cca_hil(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cca_hil", *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=600,
+        )
+
+    started = cca_hil("fvp", "start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        only = "realm_create,rtt_fold,rtt_init_ripas,rsi_psci_cpu_on"
+        done = cca_hil("conformance", "--only", only, "--json", "out.json")
+    finally:
+        stopped = cca_hil("fvp", "stop")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert stopped.returncode == 0, stopped.stderr
+    assert "4 cases judged by their tf-rmm-1.0 answer (rmm-abi.md §12 rows 1, 5, 6, 22)" in done.stdout
+    result = json.loads((tmp_path / "out.json").read_text())
+    steps = [step for sequence in result["sequences"] for step in sequence["steps"]]
+    assert result["counts"]["diverged"] == 0 and result["counts"]["failed"] == 0
+    assert all(step["matched"] for step in steps if step["outcome"] != "skipped")

@@ -461,7 +461,7 @@ def make_board(options: Options, system_off: Callable[[], None]) -> Machine | No
     """
     try:
         from cca_hil.model.machine import Machine
-        from cca_hil.model.platform import PlatformConfig
+        from cca_hil.model.platform import PlatformConfig, RmmConfig
     except ImportError:
         return None
 
@@ -477,7 +477,10 @@ def make_board(options: Options, system_off: Callable[[], None]) -> Machine | No
     mec = int(options.number("cluster0.mec_support_level", 0)) > 0
     pa_bits = int(options.number("cluster0.PA_SIZE", 48))
     encryption = options.flag("bp.mpe.enable")
-    return Board(PlatformConfig(mec=mec, pa_bits=pa_bits, encryption=encryption))
+    # The firmware stack an FVP runs has TF-RMM as its RMM: answer where TF-RMM departs from the
+    # spec (rmm-abi.md §12) as it does, which is what an fvp profile's shadow model expects.
+    rmm = RmmConfig(quirks="tf-rmm")
+    return Board(PlatformConfig(mec=mec, pa_bits=pa_bits, encryption=encryption, rmm=rmm))
 
 
 def agent_server(
