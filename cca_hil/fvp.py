@@ -39,9 +39,9 @@ from typing import Any, Self
 
 from cca_hil.errors import ProfileError, TargetError, TransportError
 from cca_hil.launch import OutputPump as _Pump
+from cca_hil.launch import describe_exit, stop_group, wait_group_gone
 from cca_hil.launch import group_exists as _group_exists
 from cca_hil.launch import signal_group as _killpg
-from cca_hil.launch import stop_group, wait_group_gone
 from cca_hil.transport.telnet import TERMINAL_MODES, TerminalClient, TerminalMode
 
 logger = logging.getLogger(__name__)
@@ -130,15 +130,7 @@ class FvpExitedError(TransportError):
 
 def describe_status(returncode: int | None) -> str:
     """People's words for a Popen return code (negative = killed by a signal)."""
-    if returncode is None:
-        return "model still running"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"model killed by {name}"
-    return f"model exited with status {returncode}"
+    return describe_exit(returncode, "model")
 
 
 def _format_tail(lines: tuple[str, ...]) -> str:
