@@ -73,7 +73,9 @@ def _steps(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(seq["name"], step["name"]): step for seq in document["sequences"] for step in seq["steps"]}
 
 
-def test_conformance_suite_through_the_c_agent_gives_the_models_results(binary: Path, tmp_path: Path) -> None:
+def test_conformance_suite_through_the_c_agent_gives_the_models_results(
+    process_guard: str, binary: Path, tmp_path: Path
+) -> None:
     agent = _conformance("agent-host", tmp_path / "agent-host.json", binary)
     model = _conformance("model", tmp_path / "model.json", binary)
     agent_steps, model_steps = _steps(agent), _steps(model)
@@ -98,7 +100,9 @@ def _open(agent: HostAgent) -> serial.SerialBase:
     return serial.serial_for_url(agent.path, timeout=0.05)
 
 
-def test_ten_thousand_calls_through_noise_run_exactly_once_on_the_c_agent(binary: Path) -> None:
+def test_ten_thousand_calls_through_noise_run_exactly_once_on_the_c_agent(
+    process_guard: str, binary: Path
+) -> None:
     granules = [POOL + i * 0x1000 for i in range(16)]
     wrong = []
     with HostAgent(Machine(), binary=binary) as agent:
@@ -195,7 +199,7 @@ def _same(what: str, answer: Frame, want: Frame) -> None:
 
 
 @pytest.mark.parametrize("replay", [False, True], ids=["fresh", "replayed"])
-def test_every_answer_of_the_c_agent_is_the_emulators(binary: Path, replay: bool) -> None:
+def test_every_answer_of_the_c_agent_is_the_emulators(process_guard: str, binary: Path, replay: bool) -> None:
     emulator = AgentEmulator(Machine())
     decoder = FrameDecoder(65536)
     with HostAgent(Machine(), binary=binary) as agent:
@@ -226,7 +230,7 @@ def test_every_answer_of_the_c_agent_is_the_emulators(binary: Path, replay: bool
 
 
 def test_cli_run_through_a_noisy_link_to_the_c_agent_passes_and_runs_each_request_once(
-    binary: Path, tmp_path: Path
+    process_guard: str, binary: Path, tmp_path: Path
 ) -> None:
     env = dict(os.environ, **{BINARY_ENV: str(binary)})
     result = subprocess.run(

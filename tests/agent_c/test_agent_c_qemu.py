@@ -33,7 +33,9 @@ def image() -> Path:
     return build_qemu_image()
 
 
-def test_agent_boots_at_el2_prints_its_banner_and_answers_psci_version(image: Path) -> None:
+def test_agent_boots_at_el2_prints_its_banner_and_answers_psci_version(
+    process_guard: str, image: Path
+) -> None:
     console: list[bytes] = []
     with qemu_agent(image) as port, AgentLink(port, timeouts=TIMEOUTS, console=console.append) as link:
         hello = link.hello()
@@ -50,7 +52,7 @@ def test_agent_boots_at_el2_prints_its_banner_and_answers_psci_version(image: Pa
     assert b"at EL2: ready" in text
 
 
-def test_memory_write_read_fill_and_batch_on_qemu_ram(image: Path) -> None:
+def test_memory_write_read_fill_and_batch_on_qemu_ram(process_guard: str, image: Path) -> None:
     data = bytes((i * 7 + 3) & 0xFF for i in range(10_000))
     with qemu_agent(image) as port, AgentLink(port, timeouts=TIMEOUTS) as link:
         info = link.info()
@@ -75,6 +77,7 @@ def test_memory_write_read_fill_and_batch_on_qemu_ram(image: Path) -> None:
 
 
 def test_probe_of_no_memory_is_a_fault_with_qemus_syndrome_and_the_agent_keeps_answering(
+    process_guard: str,
     image: Path,
 ) -> None:
     with qemu_agent(image) as port, AgentLink(port, timeouts=TIMEOUTS) as link:
@@ -97,7 +100,7 @@ def test_probe_of_no_memory_is_a_fault_with_qemus_syndrome_and_the_agent_keeps_a
         assert link.smc(PSCI_VERSION)[0] >> 16 == 1
 
 
-def test_read_of_no_memory_answers_fault_and_nothing_else_changes(image: Path) -> None:
+def test_read_of_no_memory_answers_fault_and_nothing_else_changes(process_guard: str, image: Path) -> None:
     with qemu_agent(image) as port, AgentLink(port, timeouts=TIMEOUTS) as link:
         with pytest.raises(MemoryFaultError) as err:
             link.read(NO_MEMORY, 64)
@@ -105,7 +108,7 @@ def test_read_of_no_memory_answers_fault_and_nothing_else_changes(image: Path) -
         assert link.smc(PSCI_VERSION)[0] >> 16 == 1
 
 
-def test_agent_entered_at_el1_says_so_and_halts(image: Path) -> None:
+def test_agent_entered_at_el1_says_so_and_halts(process_guard: str, image: Path) -> None:
     # Without virtualization=on QEMU starts the kernel at EL1: the agent must refuse, not run.
     with qemu_agent(image, virtualization=False) as port:
         text = read_console(port, b"halting")

@@ -30,7 +30,9 @@ def image() -> Path:
     return build_realm_selftest_image()
 
 
-def test_payload_runs_the_staged_actions_and_reports_what_the_realm_observed(image: Path) -> None:
+def test_payload_runs_the_staged_actions_and_reports_what_the_realm_observed(
+    process_guard: str, image: Path
+) -> None:
     version = RealmAction(RealmActionKind.RSI, fid=RSI_VERSION, args=(ABI_1_0,))
     host_call = RealmAction(RealmActionKind.HOST_CALL, imm=0x33, args=(5,))
     with qemu_agent(image) as port, AgentLink(port, timeouts=TIMEOUTS) as link:
