@@ -15,13 +15,31 @@
 
 #define RMI_REC_ENTER 0xc400015cull
 
+/*
+ * The payload runs with its MMU off, so it reads and writes the page uncached, while the agent's
+ * mapping of it is Normal Write-Back (mmu.c): clean the page to the Point of Coherency before the
+ * realm runs, and clean and invalidate it afterwards so the agent reads what the realm wrote.
+ */
+static void page_maintenance(const struct realm_page *page, bool invalidate)
+{
+	uint64_t line = 4u << (SYSREG_READ(ctr_el0) >> 16 & 0xf);
+	uint64_t start = (uint64_t)(uintptr_t)page & ~(line - 1);
+	uint64_t end = (uint64_t)(uintptr_t)page + sizeof(*page);
+	for (uint64_t a = start; a < end; a += line) {
+		if (invalidate)
+			__asm__ volatile("dc civac, %0" : : "r"(a) : "memory");
+		else
+			__asm__ volatile("dc cvac, %0" : : "r"(a) : "memory");
+	}
+	__asm__ volatile("dsb sy" : : : "memory");
+}
+
 void port_realm_enter(uint64_t rec, uint64_t run, struct realm_page *shared, uint64_t regs[5])
 {
 	uint64_t r[SMC_REGS] = {RMI_REC_ENTER, rec, run};
-	(void)shared; /* the payload reads and writes it itself, through its Unprotected IPA */
-	/* Both sides map the page Normal Write-Back (mmu.c; the host's RTT_MAP_UNPROTECTED): coherent. */
-	__asm__ volatile("dsb ish" : : : "memory");
+	page_maintenance(shared, false);
 	smc_call(r);
+	page_maintenance(shared, true);
 	for (unsigned i = 0; i < 5; i++)
 		regs[i] = r[i];
 }
