@@ -26,6 +26,7 @@ void payload_main(volatile struct realm_page *page);
 void realm_smc(uint64_t regs[31]);
 void realm_trampoline(uint64_t regs[18], void (*code)(void));
 
+/* ESR_EL1 and FAR_EL1 of the last exception injected into the realm (entry.S), for a debugger. */
 volatile uint64_t payload_exception, payload_exception_far;
 
 /* The realm's registers as it last had them: calls load only what an action gives. */
