@@ -147,6 +147,7 @@ def farm_run(  # noqa: PLR0917  (typer reads options from the signature)
         python=sys.executable,
     )
     farm = Farm(boards, folder=folder.resolve(), options=options, view=view)
+    farm.check_fresh()
     try:
         farm.run()
     except KeyboardInterrupt:

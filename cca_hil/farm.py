@@ -671,7 +671,9 @@ class FarmOptions:
 class Farm:
     """Runs the boards' workers, at most ``jobs`` at a time, and merges their results."""
 
-    def __init__(self, boards: Sequence[BoardSpec], *, folder: Path, options: FarmOptions, view: FarmView):
+    def __init__(
+        self, boards: Sequence[BoardSpec], *, folder: Path, options: FarmOptions, view: FarmView
+    ) -> None:
         self.folder = folder
         self.options = options
         self.view = view
@@ -679,6 +681,16 @@ class Farm:
         self._farm_tag = uuid.uuid4().hex
         self.result: FarmResult | None = None
         """The merged result, once :meth:`run` has begun (written even when interrupted)."""
+
+    def check_fresh(self) -> None:
+        """Refuse a farm folder holding an earlier farm run (its event logs would be read as this one's)."""
+        earlier = [self.folder / FARM_JSON, *(b.folder / "events.jsonl" for b in self.boards)]
+        for path in earlier:
+            if path.exists():
+                raise InputError(
+                    f"holds an earlier run ({path.relative_to(self.folder)}); give a new folder",
+                    where=f"--run-dir {self.folder}",
+                )
 
     def worker_argv(self, board: Board) -> list[str]:
         """The worker's command line: this interpreter running ``cca-hil … run`` for one board."""

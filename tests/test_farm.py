@@ -266,6 +266,50 @@ def test_sigterm_stops_every_board_and_still_writes_the_merged_results(
     assert all("interrupted" in b["error"] for b in data["boards"])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_board_over_its_timeout_is_stopped_and_is_an_error(quiet_env: str, tmp_path: Path) -> None:
+    folder = tmp_path / "farm"
+    done = subprocess.run(
+        farm_argv(
+            folder,
+            "rtt-fold",
+            "--profiles",
+            "board-sim,model",
+            "--board-set",
+            f"board-sim:serial.launch={HALTING_BOARD.format(n=20)}",
+            "--board-set",
+            "board-sim:link.retries=1000",
+            "--timeout",
+            "3",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=FARM_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    data = json.loads((folder / "farm.json").read_text())
+    board, model = data["boards"]
+    assert board["outcome"] == "error" and board["error"] == "timed out after 3 s"
+    # Stopped with SIGINT, the worker closed its target (and its board program) itself.
+    assert board["worker_exit"] == 130
+    assert model["outcome"] == "passed"
+
+
+@pytest.mark.timeout(900)
+def test_a_farm_folder_holding_an_earlier_run_is_refused(quiet_env: str, tmp_path: Path) -> None:
+    folder = tmp_path / "farm"
+    argv = farm_argv(folder, "rtt-fold", "--profiles", "model")
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=FARM_TIMEOUT, check=False)
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=FARM_TIMEOUT, check=False)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"cca-hil: error: holds an earlier run (farm.json); give a new folder (--run-dir {folder})"
+    ]
+
+
 @pytest.mark.timeout(900)
 def test_a_failed_expectation_on_one_board_is_exit_1(quiet_env: str, tmp_path: Path) -> None:
     failing = tmp_path / "failing.yaml"
