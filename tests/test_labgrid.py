@@ -261,6 +261,30 @@ def test_a_board_that_stops_answering_and_an_interrupted_run_release_the_place(
     assert lab.acquired("halting") == "None"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_farm_run_over_a_labgrid_place_and_a_simulated_board(lab: Lab, tmp_path: Path) -> None:
+    folder = tmp_path / "farm"
+    done = cca_hil(
+        "--run-dir",
+        str(folder),
+        "farm",
+        "run",
+        "rtt-fold",
+        "--profiles",
+        f"{profile(lab, 'board1')},board-sim",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((folder / "farm.json").read_text())
+    assert [(b["board"], b["outcome"]) for b in data["boards"]] == [
+        ("lg-board1", "passed"),
+        ("board-sim", "passed"),
+    ]
+    assert data["boards"][0]["result"]["kind"] == "labgrid"
+    assert (folder / "lg-board1" / "labgrid.log").is_file()
+    assert lab.acquired("board1") == "None"
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
