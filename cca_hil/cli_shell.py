@@ -9,15 +9,18 @@ and the target are imported inside the command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Mapping
+import termios
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 if TYPE_CHECKING:
+    from prompt_toolkit import PromptSession
     from rich.console import Console
 
     from cca_hil.shell import Shell
@@ -63,7 +66,7 @@ def _interactive(session: Shell, console: Console, *, prompt: str) -> int:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory
 
-    from cca_hil.shell import ShellCompleter, ShellExit, execute
+    from cca_hil.shell import ShellCompleter
 
     path = history_path()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +79,35 @@ def _interactive(session: Shell, console: Console, *, prompt: str) -> int:
         markup=False,
         highlight=False,
     )
+    with _typeahead_kept(sys.stdin.fileno()):
+        _read_lines(session, console, reader, prompt)
+    _unsaved_hint(session, console)
+    return 0
+
+
+@contextlib.contextmanager
+def _typeahead_kept(fd: int) -> Iterator[None]:
+    """Between prompts, no echo and no line discipline (Ctrl-C still interrupts); restored at the end.
+
+    The line editor sets the terminal raw only while it prompts. Keys typed while a
+    call runs would otherwise meet the tty's cooked mode: echoed into the output,
+    and a Ctrl-D there swallowed as end-of-file. Kept raw, they reach the next prompt.
+    """
+    saved = termios.tcgetattr(fd)
+    quiet = termios.tcgetattr(fd)
+    quiet[3] &= ~(termios.ECHO | termios.ICANON)
+    quiet[6][termios.VMIN] = 1
+    quiet[6][termios.VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _read_lines(session: Shell, console: Console, reader: PromptSession[str], prompt: str) -> None:
+    from cca_hil.shell import ShellExit, execute
+
     while True:
         try:
             line = reader.prompt(prompt)
@@ -84,14 +116,12 @@ def _interactive(session: Shell, console: Console, *, prompt: str) -> int:
         except EOFError:
             break
         try:
-            execute(session, line, console, history=history.get_strings)
+            execute(session, line, console, history=reader.history.get_strings)
         except ShellExit:
             break
         except KeyboardInterrupt:
             # Ctrl-C during a call ends the call's wait, not the session (as in a shell).
             console.print("interrupted", style="red", highlight=False)
-    _unsaved_hint(session, console)
-    return 0
 
 
 def _scripted(session: Shell, console: Console) -> int:

@@ -129,6 +129,24 @@ def test_history_is_kept_across_runs(tmp_path: Path, env: dict[str, str]) -> Non
         assert term.wait() == 0
 
 
+def test_keys_typed_while_a_call_runs_reach_the_next_prompt_and_the_terminal_is_restored(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    with PtyProcess.spawn([*CCA_HIL, "shell"], env=env, cwd=tmp_path) as term:
+        before = term.termios()
+        term.expect(PROMPT, timeout=START_TIMEOUT)
+        term.sendline("version")
+        # Typed while the answer is being printed, before the next prompt: the terminal is not
+        # the line editor's then, and the keys must neither be echoed nor lost.
+        term.expect("→ success")
+        term.send(b"features\r" + CTRL_D)
+        assert term.wait() == 0
+        text = term.text
+        assert "version req=0x10000" in text and "features index=0x0" in text
+        assert text.index("version req=") < text.index("features index=")
+        assert term.termios() == before
+
+
 def test_bad_lines_are_one_red_line_each_and_the_shell_goes_on(tmp_path: Path, env: dict[str, str]) -> None:
     with PtyProcess.spawn([*CCA_HIL, "shell"], env=env, cwd=tmp_path) as term:
         term.expect(PROMPT, timeout=START_TIMEOUT)
