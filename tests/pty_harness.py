@@ -13,6 +13,10 @@ background, and lets a test type keys and wait for text::
 
 Like a terminal emulator, it answers cursor-position requests (``ESC [6n``),
 so line editors such as prompt_toolkit run as they do on a real terminal.
+Such editors draw only what changed (a completed word's rest, not the whole
+line) and put the terminal back in cooked mode between prompts: wait for the
+next prompt (or the drawn change) before typing on, as a person would, and
+match with :meth:`PtyProcess.mark` / ``since=`` so earlier output does not count.
 Every wait has a deadline and a timeout says what the program printed last.
 :meth:`PtyProcess.close` (also on leaving the ``with`` block) ends a program
 still running (SIGTERM, then SIGKILL) and closes the pty.
