@@ -821,7 +821,8 @@ class Farm:
 
     def _worker_problem(self, board: Board, status: int | None, result: RunResult | None) -> str:
         """Why a worker's run did not end normally ('' when it did)."""
-        if result is not None and status in (EXIT_OK, EXIT_FAILED, EXIT_TARGET):
+        if result is not None:
+            # result.json is written when the run has ended: whatever the exit status, the run finished.
             return result.error
         if status is not None and status < 0:
             with contextlib.suppress(ValueError):
@@ -841,7 +842,9 @@ class Farm:
                 self._loop()
             except KeyboardInterrupt:
                 result.interrupted = True
-                self._stop_all("interrupted")
+                # A second Ctrl-C must not cut the (bounded) shutdown short and leave workers behind.
+                with _signals_ignored():
+                    self._stop_all("interrupted")
                 raise
             finally:
                 result.ended = now()
@@ -882,7 +885,7 @@ class Farm:
             self._poll(board)
         for board in self.boards:
             if not board.ended:
-                board.error = board.error or f"not started: {why}"
+                board.error = board.error or (why if board.proc is not None else f"not started: {why}")
                 self._finish(board)
 
     def write(self, result: FarmResult) -> None:
@@ -940,6 +943,20 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored for the duration (main thread only; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def summary_line(result: FarmResult) -> str:
