@@ -23,6 +23,7 @@ prompt_toolkit on a terminal, line by line otherwise).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -36,11 +37,18 @@ from typing import TYPE_CHECKING, Any
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
-from cca_hil.arch.rmi import GRANULE_SIZE, HashAlgorithm, RmiCommand, decode_version, to_signed64
+from cca_hil.arch.rmi import (
+    GRANULE_SIZE,
+    HashAlgorithm,
+    RecExitReason,
+    RmiCommand,
+    decode_version,
+    to_signed64,
+)
 from cca_hil.arch.rmi_1_0 import RMI_1_0
 from cca_hil.arch.structs import RealmParams, RecParams, Structure
-from cca_hil.errors import InputError
-from cca_hil.session import BenchCall, parse_rmi_call, rmi_command, scratch_granules
+from cca_hil.errors import InputError, TargetError
+from cca_hil.session import BenchCall, parse_rmi_call, parse_value, rmi_command, scratch_granules
 from cca_hil.targets.base import PLATFORM_NAMES, Capability, Target
 
 if TYPE_CHECKING:
@@ -58,13 +66,14 @@ ALIASES = {"delegate": "granule_delegate", "undelegate": "granule_undelegate"}
 
 BUILTINS: dict[str, str] = {
     "NAME = alloc": "allocate a fresh Non-secure granule and call it NAME",
+    "rsi COMMAND REC ARG…": "enter REC; the realm makes the RSI call and leaves by a Host call",
     "granules": "list the session's named granules",
     "help [COMMAND]": "this list, or a command's inputs",
     "history": "the lines typed in earlier sessions and this one",
     "save FILE": "write what was done as a sequence that `cca-hil run FILE` replays",
     "exit": "leave the shell (also: quit, Ctrl-D)",
 }
-BUILTIN_WORDS = ("granules", "help", "history", "save", "exit", "quit")
+BUILTIN_WORDS = ("rsi", "granules", "help", "history", "save", "exit", "quit")
 
 STRUCTURES: dict[tuple[str, str], type[Structure]] = {
     ("realm_create", "params_ptr"): RealmParams,
@@ -144,6 +153,9 @@ class Recorded:
     status: str
     index: int
     condition: str | None
+    kind: str = "rmi"
+    """``rmi``, or ``rsi`` for a call the realm made (then :attr:`rec` names the REC entered)."""
+    rec: Any = None
 
 
 @dataclass
@@ -161,6 +173,10 @@ class Shell:
 
         self.client = RmiClient(self.target)
         self._platform: Mapping[str, int] | None = None
+        self._slots: set[int] = set()
+        """64 KiB slots in use: named granules and REC auxiliary granules."""
+        self.notes: list[str] = []
+        """What the last call did besides the call itself (shown before its answer)."""
 
     @property
     def platform(self) -> Mapping[str, int]:
@@ -185,18 +201,42 @@ class Shell:
             )
         if name in BUILTIN_WORDS or name.lower() in RMI_1_0.by_name or name.lower() in ALIASES:
             raise InputError(f"{name!r} is a command name; choose another", where=f"{name} = alloc")
-        taken = {g.pa for g in self.granules.values()}
+        granule = Granule(name, self._free_slot())
+        self.granules[name] = granule
+        return granule
+
+    def _free_slot(self) -> int:
+        """The first 64 KiB slot of the pool not used yet whose first granule is Non-secure."""
         probe = self.target.has(Capability.ACCESS)
         for base, size in self.target.info().granule_pool:
             top = base + size - SCRATCH_RESERVE
             pa = (base + SLOT - 1) & ~(SLOT - 1)
             while pa + GRANULE_SIZE <= top:
-                if pa not in taken and (not probe or self.target.access(pa, "read").ok):
-                    granule = Granule(name, pa)
-                    self.granules[name] = granule
-                    return granule
+                if pa not in self._slots and (not probe or self.target.access(pa, "read").ok):
+                    self._slots.add(pa)
+                    return pa
                 pa += SLOT
         raise InputError("no free 64 KiB slot with a Non-secure granule left in the granule pool")
+
+    def _aux_granules(self, rd: int) -> tuple[int, ...]:
+        """RMI_REC_AUX_COUNT granules for a REC of realm ``rd``, in a fresh slot, delegated.
+
+        What the sequence runner does for a ``rec_create`` whose params name no ``aux``:
+        the saved step leaves them out, and the replay provides its own.
+        """
+        answer = self.client.call("rec_aux_count", rd=rd)
+        if not answer.ok:
+            return ()
+        count = min(int(answer.outputs["aux_count"]), SLOT // GRANULE_SIZE)
+        if not count:
+            return ()
+        base = self._free_slot()
+        aux = tuple(base + i * GRANULE_SIZE for i in range(count))
+        for pa in aux:
+            delegated = self.client.call("granule_delegate", addr=pa)
+            if not delegated.ok:
+                raise TargetError(f"cannot delegate REC auxiliary granule {pa:#x}: {delegated.describe()}")
+        return aux
 
     def name_of(self, pa: int) -> str | None:
         """``g`` or ``g+0x1000`` for an address in the slot of a named granule, else None."""
@@ -253,6 +293,9 @@ class Shell:
                     items.append(hex(found[0]))
             value = ",".join(items)
             rewritten.append(f"{key}={value}" if sep else value)
+        if command.name == "rec_create" and not any(w.lower().startswith("params") for w in rewritten):
+            # As in a sequence, params may be left out: a REC with every field at its host default.
+            rewritten.append("params.flags=runnable")
         try:
             call = parse_rmi_call(command.name, rewritten, platform=self.platform)
         except InputError as exc:
@@ -263,6 +306,17 @@ class Shell:
             bench = f"cca-hil rmi {command.name.replace('_', '-')}"
             where = (exc.where or "").replace(bench, command.name) or None
             raise InputError(exc.what, where=where, valid=valid) from None
+        self.notes = []
+        implied: set[str] = set()
+        params = call.structures.get("params_ptr")
+        given = {*given_fields.get("params", ()), *given_fields.get("params_ptr", ())}
+        if isinstance(params, RecParams) and not {"num_aux", "aux"} & given and "rd" in call.values:
+            aux = self._aux_granules(call.values["rd"])
+            if aux:
+                params = dataclasses.replace(params, num_aux=len(aux), aux=aux)
+                call = BenchCall(call.command, call.values, {**call.structures, "params_ptr": params})
+                implied = {"num_aux", "aux"}
+                self.notes.append(f"{len(aux)} auxiliary granules delegated at {aux[0]:#x}…{aux[-1]:#x}")
         # As `cca-hil rmi` does (session.perform), keeping the scratch structures off the named granules.
         avoid = [*call.values.values(), *(g.pa for g in self.granules.values())]
         addresses: dict[str, int] = {}
@@ -272,7 +326,7 @@ class Shell:
             addresses[name] = pa
         inputs = call.inputs(addresses)
         result = self.client.call(call.command, **inputs)
-        self.record.append(self._recorded(call, result, symbols, given_fields))
+        self.record.append(self._recorded(call, result, symbols, given_fields, implied))
         return call, inputs, result
 
     def _recorded(
@@ -281,6 +335,7 @@ class Shell:
         result: RmiResult,
         symbols: Mapping[int, str],
         given_fields: Mapping[str, list[str]],
+        implied: set[str],
     ) -> Recorded:
         def shown(value: int, param_type: str = "") -> Any:
             if value in symbols:
@@ -299,7 +354,9 @@ class Shell:
                 kind = type(structure)
                 mapping: dict[str, Any] = {}
                 for item in dataclass_fields(structure):  # type: ignore[arg-type]
-                    if item.name not in given and item.name not in ALWAYS_SAVED.get(kind, ()):
+                    if item.name in implied or (
+                        item.name not in given and item.name not in ALWAYS_SAVED.get(kind, ())
+                    ):
                         continue
                     raw = getattr(structure, item.name)
                     if (kind, item.name) == (RealmParams, "hash_algo") and raw in set(HashAlgorithm):
@@ -319,6 +376,123 @@ class Shell:
             condition=result.condition,
         )
 
+    # -- RSI calls, made by the realm ------------------------------------------------------------------
+
+    def rsi(self, words: Sequence[str]) -> RsiAnswer:
+        """``rsi COMMAND REC [ARG…]``: enter REC, the realm makes one RSI call and leaves by a Host call.
+
+        What a sequence's ``rsi:`` step does; recorded as one.
+        """
+        from cca_hil.arch.structs import RecEnter
+        from cca_hil.seqformat import RIPAS_NAMES, RSI_COMMANDS, RSI_STATUS_NAMES
+        from cca_hil.sequences import RealmAction
+
+        if not words:
+            raise InputError("rsi needs a command", where="rsi", valid=list(RSI_COMMANDS))
+        name = words[0].lower().replace("-", "_").removeprefix("rsi_")
+        command = RSI_COMMANDS.get(name)
+        if command is None:
+            raise InputError(f"unknown RSI command {words[0]!r}", where="rsi", valid=list(RSI_COMMANDS))
+        here = f"rsi {name}"
+        inputs = [i for i in command.inputs if i != "gprs"]
+        rec: tuple[int, Any] | None = None
+        args: dict[str, Any] = {}
+        shown: dict[str, Any] = {}
+        pending = iter(["rec", *inputs])
+        for word in words[1:]:
+            key, sep, text = word.partition("=")
+            if not sep:
+                key, text = next((k for k in pending if k != "rec" or rec is None), ""), word
+                if not key:
+                    raise InputError(f"too many arguments: {name} takes rec and {len(inputs)}", where=here)
+            key = key.lower()
+            if key != "rec" and key not in inputs:
+                raise InputError(f"{name} has no input {key!r}", where=here, valid=["rec", *inputs])
+            if key == "rec":
+                rec = self._rsi_value(text, where=f"{here} rec", names={})
+                continue
+            if key in args:
+                raise InputError(f"{key} is given twice", where=here)
+            if key in command.wide:
+                digits = text.strip().lower().removeprefix("0x").replace("_", "")
+                try:
+                    data = bytes.fromhex(digits if len(digits) % 2 == 0 else "0" + digits)
+                except ValueError:
+                    raise InputError(f"cannot read {text!r} as hex bytes", where=f"{here} {key}") from None
+                if len(data) > 64:
+                    raise InputError(f"{key} holds at most 64 bytes, got {len(data)}", where=f"{here} {key}")
+                args[key] = data
+                shown[key] = "0x" + data.hex()
+                continue
+            names = RIPAS_NAMES if key == "ripas" else {}
+            value, as_typed = self._rsi_value(text, where=f"{here} {key}", names=names)
+            args[key], shown[key] = value, as_typed
+        if rec is None:
+            raise InputError(f"{name} needs rec: the REC to enter", where=here, valid=sorted(self.granules))
+        self.target.require(Capability.REALM_EXEC)
+        rec_pa, rec_shown = rec
+        avoid = [rec_pa, *(g.pa for g in self.granules.values())]
+        (run,) = scratch_granules(self.target, 1, avoid=avoid)
+        self.target.write(run, RecEnter().pack())
+        action = RealmAction(kind="rsi", name=name, fid=command.fid, args=args)
+        closing = RealmAction(kind="rsi", name="host_call", fid=RSI_COMMANDS["host_call"].fid, args={})
+        entry = self.client.decode(
+            RMI_1_0.by_name["rec_enter"], tuple(self.target.realm_enter(rec_pa, run, [action, closing]))
+        )
+        if not entry.ok:
+            raise TargetError(f"rec_enter of {rec_shown} to make the RSI call failed: {entry.describe()}")
+        if action.result is None:
+            raise TargetError(f"the realm of {rec_shown} did not complete {name} in one entry")
+        registers = action.result
+        statuses = {v: k for k, v in RSI_STATUS_NAMES.items()}
+        status = statuses.get(registers[0], f"unknown({registers[0]:#x})")
+        outputs: dict[str, int | bytes] = {}
+        reg = 1
+        for out in command.outputs:
+            if out in command.wide:
+                outputs[out] = b"".join(r.to_bytes(8, "little") for r in registers[reg : reg + 8])
+                reg += 8
+            elif reg < len(registers):
+                outputs[out] = registers[reg]
+                reg += 1
+        exit_reason = self.client.read_rec_exit(run).exit_reason
+        answer = RsiAnswer(name, rec_shown, shown, status, outputs, registers, action.condition)
+        if exit_reason != RecExitReason.HOST_CALL:
+            # A sequence's rsi: step requires the closing Host call; recorded, the replay would fail.
+            known = exit_reason in set(RecExitReason)
+            reason = RecExitReason(exit_reason).name.lower() if known else f"{exit_reason:#x}"
+            return dataclasses.replace(
+                answer,
+                note=f"not recorded: the realm then exited by {reason}, not by its closing Host call "
+                "(its RsiHostCall needs RAM: a data page at IPA 0)",
+            )
+        self.record.append(
+            Recorded(
+                command=name,
+                args=shown,
+                status=status,
+                index=0,
+                condition=action.condition,
+                kind="rsi",
+                rec=rec_shown,
+            )
+        )
+        return answer
+
+    def _rsi_value(self, text: str, *, where: str, names: Mapping[str, int]) -> tuple[int, Any]:
+        """(value, as a sequence writes it) of an RSI argument: a granule expression, a name or a number."""
+        found = self._value_of(text)
+        if found is not None:
+            return found
+        if text.strip().lower() in names:
+            return names[text.strip().lower()], text.strip().lower()
+        try:
+            value = parse_value(text, where=where, names={}, platform=self.platform)
+        except InputError as exc:
+            valid = [*(exc.valid or ()), *names, *sorted(self.granules)]
+            raise InputError(exc.what, where=where, valid=valid) from None
+        return value, text.strip() if text.strip().startswith("platform.") else value
+
     # -- the record as a sequence ----------------------------------------------------------------------
 
     def sequence_text(self, name: str) -> str:
@@ -332,7 +506,9 @@ class Shell:
             lines.append(f"granules: [{', '.join(self.granules)}]")
         lines.append("steps:" if self.record else "steps: []")
         for step in self.record:
-            lines.append(f"  - rmi: {step.command}")
+            lines.append(f"  - {step.kind}: {step.command}")
+            if step.rec is not None:
+                lines.append(f"    rec: {_scalar(step.rec)}")
             if step.args:
                 lines.append(f"    args: {_flow(step.args)}")
             if step.status != "success":
@@ -431,6 +607,50 @@ def print_result(console: Console, shell: Shell, inputs: Mapping[str, int], resu
     console.print(Text(f"    {regs}", style="dim"))
 
 
+@dataclass(frozen=True)
+class RsiAnswer:
+    """What the realm observed of one RSI call."""
+
+    command: str
+    rec: str
+    args: Mapping[str, Any]
+    status: str
+    outputs: Mapping[str, int | bytes]
+    registers: tuple[int, ...]
+    condition: str | None
+    note: str | None = None
+    """Why the call was not recorded, if it was not."""
+
+
+def print_rsi(console: Console, shell: Shell, answer: RsiAnswer) -> None:
+    """An RSI call as the realm made it and what it observed, coloured by status."""
+    from rich.text import Text
+
+    sent = Text(f"rsi {answer.command}", style="bold")
+    sent.append(" rec=")
+    sent.append(str(answer.rec), style="cyan")
+    for key, value in answer.args.items():
+        sent.append(f" {key}=")
+        sent.append(_scalar(value), style="cyan")
+    console.print(sent)
+    line = Text("  → ")
+    line.append(answer.status, style="bold green" if answer.status == "success" else "bold red")
+    if answer.condition:
+        line.append(f"  ({answer.condition})", style="yellow")
+    console.print(line)
+    # RSI defines outputs on success only (RMM 1.0 B5.3).
+    for name, value in answer.outputs.items() if answer.status == "success" else ():
+        out = Text(f"    {name} = ")
+        # A 64-byte value holds a shorter digest zero-padded: shown without the padding.
+        shown = "0x" + (value.rstrip(b"\0") or b"\0").hex() if isinstance(value, bytes) else f"{value:#x}"
+        out.append(shown, style="magenta")
+        console.print(out)
+    regs = " ".join(f"X{i}={r:#x}" for i, r in enumerate(answer.registers[:5]))
+    console.print(Text(f"    {regs}", style="dim"))
+    if answer.note:
+        console.print(Text(f"  {answer.note}", style="yellow"))
+
+
 def command_help(command: RmiCommand) -> list[str]:
     """Lines describing one RMI command's inputs (and the fields of its structures)."""
     lines = [f"{command.name} ({command.spec_name}, FID {command.fid:#x})"]
@@ -479,6 +699,9 @@ class ShellCompleter(Completer):
             if len(done) == 1:
                 yield from _matching(current, command_names())
             return
+        if head == "rsi":
+            yield from self._rsi(done[1:], current)
+            return
         try:
             command = resolve_command(head)
         except InputError:
@@ -502,6 +725,25 @@ class ShellCompleter(Completer):
                         names.append(f"{short}.{item.name}=")
             elif short not in given and param.name not in given:
                 names.append(f"{short}=")
+        yield from _matching(current, [*names, *granules])
+
+    def _rsi(self, done: Sequence[str], current: str) -> Iterator[Completion]:
+        from cca_hil.seqformat import RIPAS_NAMES, RSI_COMMANDS
+
+        if not done:
+            yield from _matching(current, list(RSI_COMMANDS))
+            return
+        command = RSI_COMMANDS.get(done[0].lower().replace("-", "_"))
+        if command is None:
+            return
+        key, sep, value = current.partition("=")
+        granules = list(self.shell.granules)
+        if sep:
+            choices = list(RIPAS_NAMES) if key == "ripas" else granules
+            yield from _matching(value, choices, start=-len(value))
+            return
+        given = {w.partition("=")[0].lower() for w in done[1:] if "=" in w}
+        names = [f"{n}=" for n in ("rec", *command.inputs) if n not in given and n != "gprs"]
         yield from _matching(current, [*names, *granules])
 
     def _values(self, command: RmiCommand, key: str) -> list[str]:
@@ -611,7 +853,13 @@ def _run(shell: Shell, words: list[str], console: Console, history: Callable[[],
             highlight=False,
         )
         return
+    if head == "rsi":
+        answer = shell.rsi(words[1:])
+        print_rsi(console, shell, answer)
+        return
     _call, inputs, result = shell.call(words)
+    for note in shell.notes:
+        console.print(f"  ({note})", style="dim", markup=False, highlight=False)
     print_result(console, shell, inputs, result)
 
 

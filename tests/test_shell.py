@@ -193,6 +193,69 @@ def test_a_session_on_a_simulated_board_replays_on_the_model(tmp_path: Path, env
     assert "5 passed" in replay.stdout
 
 
+REALM_WITH_RAM = """\
+rd = alloc
+rtt0 = alloc
+rtt1 = alloc
+rtt2 = alloc
+rtt3 = alloc
+data0 = alloc
+src = alloc
+rec = alloc
+delegate rd
+delegate rtt0
+realm_create rd params.rtt_base=rtt0 params.vmid=1
+delegate rtt1
+rtt_create rd rtt1 0 1
+delegate rtt2
+rtt_create rd rtt2 0 2
+delegate rtt3
+rtt_create rd rtt3 0 3
+rtt_init_ripas rd 0 0x1000
+delegate data0
+data_create rd data0 0 src measure
+delegate rec
+rec_create rd rec
+realm_activate rd
+"""
+"""A realm with one RAM page at IPA 0 (where the realm keeps its RsiHostCall) and a REC."""
+
+
+def test_rsi_calls_made_by_the_realm_are_decoded_recorded_and_replayed(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    script = REALM_WITH_RAM + "rsi measurement_read rec 0\nrsi version rec req=0x10000\n"
+    script += "rsi measurement_read rec index=9\nsave rsi.yaml\n"
+    done = run_cli(["shell"], env, tmp_path, stdin=script)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # rec_create without aux: the shell delegated RMI_REC_AUX_COUNT granules, as the runner does.
+    assert re.search(r"\(16 auxiliary granules delegated at 0x[0-9a-f]+…0x[0-9a-f]+\)", done.stdout)
+    assert re.search(
+        r"rsi measurement_read rec=rec index=0\n  → success\n    value = 0x[0-9a-f]{64}\n", done.stdout
+    )
+    assert "rsi version rec=rec req=0x10000\n  → success\n    lower = 0x10000\n" in done.stdout
+    assert "rsi measurement_read rec=rec index=9\n  → error_input  (index_bound)\n    X0=0x1" in done.stdout
+    text = (tmp_path / "rsi.yaml").read_text()
+    assert "  - rsi: measurement_read\n    rec: rec\n    args: {index: 9}\n    expect: error_input\n" in text
+    assert "num_aux" not in text and "aux:" not in text
+    replay = run_cli(["run", "rsi.yaml"], env, tmp_path)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert "18 passed" in replay.stdout
+
+
+def test_an_rsi_call_whose_realm_cannot_make_its_host_call_is_shown_but_not_recorded(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    script = "rd = alloc\nrtt = alloc\nrec = alloc\ndelegate rd\ndelegate rtt\ndelegate rec\n"
+    script += "realm_create rd params.rtt_base=rtt params.vmid=1\nrec_create rd rec\nrealm_activate rd\n"
+    script += "rsi version rec\nsave norsi.yaml\n"
+    done = run_cli(["shell"], env, tmp_path, stdin=script)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "not recorded: the realm then exited by" in done.stdout
+    assert "saved 6 step(s)" in done.stdout
+    assert run_cli(["run", "norsi.yaml"], env, tmp_path).returncode == 0
+
+
 def test_bad_shell_option_is_exit_2_one_line(tmp_path: Path, env: dict[str, str]) -> None:
     done = run_cli(["shell", "--frobnicate"], env, tmp_path, stdin="")
     assert done.returncode == 2
@@ -228,6 +291,9 @@ def test_completion_offers_commands_inputs_fields_values_and_granules(shell: She
     assert "platform.non_memory" in completions(shell, "delegate addr=")
     assert completions(shell, "x = ") == ["alloc"]
     assert completions(shell, "help realm_a") == ["realm_activate"]
+    assert completions(shell, "rsi measurement_r") == ["measurement_read"]
+    assert completions(shell, "rsi measurement_read ") == ["rec=", "index=", "rd", "data0"]
+    assert completions(shell, "rsi ipa_state_set rec=rd ripas=r") == ["ram"]
     assert completions(shell, "frob ") == []
 
 
