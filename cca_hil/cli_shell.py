@@ -42,7 +42,7 @@ def history_path(env: Mapping[str, str] | None = None) -> Path:
 
 
 def shell(ctx: typer.Context) -> None:
-    """An interactive RMI session with completion and history; `save FILE` writes a sequence `run` replays."""
+    """An interactive RMI/RSI session with completion and history; `save FILE` writes a sequence to replay."""
     from cca_hil.cli import default_run_dir, settings_of
     from cca_hil.profiles import build_target
     from cca_hil.report import stdout_console

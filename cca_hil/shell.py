@@ -1,4 +1,4 @@
-"""``cca-hil shell``: an interactive RMI session on any target, recorded as a sequence as it goes.
+"""``cca-hil shell``: an interactive RMI/RSI session on any target, recorded as a sequence as it goes.
 
 A line is a shell command or an RMI call as ``cca-hil rmi`` takes one (the
 spec's command name with ``_`` or ``-``, inputs positional or ``name=value``,
@@ -8,6 +8,7 @@ the session (``g``, ``g+0x1000``)::
     rd = alloc                       # a fresh Non-secure granule (own 64 KiB slot), called rd
     delegate rd                      # granule_delegate; also: undelegate
     realm_create rd params.rtt_base=rtt params.hash_algo=sha256
+    rsi measurement_read rec 0       # the realm of REC rec makes an RSI call
     save realm.yaml                  # what was done, as a sequence `cca-hil run` replays
 
 Every call is decoded (status, index, condition where the target knows it,
