@@ -27,8 +27,10 @@ import pytest
 
 from cca_hil.cli import resolve_sequence
 from cca_hil.errors import InputError
-from cca_hil.farm import parse_boards, plan_of
-from cca_hil.sequences import load_sequence
+from cca_hil.farm import complete_result, parse_boards, plan_of, run_from_json
+from cca_hil.profiles import build_target, load_profile
+from cca_hil.results import Outcome, RunResult
+from cca_hil.sequences import Runner, load_sequence
 
 SEQUENCES = ("realm-lifecycle", "rtt-fold")
 SIM_BOARD = "[python, -m, cca_hil.tools.sim_board, --tcp"
@@ -365,6 +367,41 @@ def test_on_a_terminal_the_farm_draws_a_live_table(quiet_env: str, tmp_path: Pat
         assert column in text
     assert "model-1" in text and "model-2" in text
     assert "farm run: 2 boards (2 passed)" in text
+
+
+# -- reading results back, completing a broken-off board ------------------------------------------------
+
+
+def model_run(*names: str) -> RunResult:
+    """A real run of bundled sequences on the built-in model."""
+    with build_target(load_profile("model")) as target:
+        return Runner(target).run_all([load_sequence(resolve_sequence(n)) for n in names])
+
+
+def test_a_result_document_reads_back_as_the_same_document() -> None:
+    run = model_run(*SEQUENCES)
+    document = run.to_json()
+    assert run_from_json(json.loads(json.dumps(document))).to_json() == document
+
+
+def test_a_broken_off_board_gets_every_planned_case_as_error() -> None:
+    run = model_run(*SEQUENCES)
+    plan = [plan_of(load_sequence(resolve_sequence(n))) for n in SEQUENCES]
+    # As if the board died after the fifth step of its first sequence.
+    del run.sequences[1:]
+    done = run.sequences[0].steps[:5]
+    run.sequences[0].steps = list(done)
+    completed = complete_result(run, plan, "board X broke off: killed")
+    assert [s.name for s in completed.sequences] == [p.name for p in plan]
+    for sequence, planned in zip(completed.sequences, plan, strict=True):
+        assert [s.name for s in sequence.steps] == [s[0] for s in planned.steps]
+        assert sequence.error == "board X broke off: killed"
+    first, second = completed.sequences
+    assert first.steps[:5] == done
+    unrun = [*first.steps[5:], *second.steps]
+    assert {s.outcome for s in unrun} == {Outcome.ERROR}
+    assert {s.message for s in unrun} == {"not run: board X broke off: killed"}
+    assert completed.error == "board X broke off: killed" and completed.exit_code() == 3
 
 
 # -- input ---------------------------------------------------------------------------------------------------
