@@ -49,8 +49,8 @@ from cca_hil.resource import Resource
 
 if TYPE_CHECKING:
     from cca_hil.profiles import Profile
+    from cca_hil.targets.agent import AgentTarget
     from cca_hil.targets.fvp import FvpTarget
-    from cca_hil.targets.serial import SerialTarget
 
 ESCAPE = 0x1D
 """Ctrl-]: ends the session (telnet's escape character)."""
@@ -193,66 +193,52 @@ class ConsoleLine(Resource):
         if self.stream is not None:
             return self.stream
         from cca_hil.profiles import build_target
+        from cca_hil.targets.agent import AgentTarget
+        from cca_hil.targets.fvp import FvpTarget
 
         target = build_target(self.profile, run_dir=self.folder)
         try:
             # A console is a user of the target like any other: it holds the target's lease meanwhile.
             target.take_lease()
             self._closers.append(target.release_lease)
-            from cca_hil.targets.fvp import FvpTarget
-            from cca_hil.targets.serial import SerialTarget
-
-            if isinstance(target, SerialTarget):
-                self.stream = self._open_serial(target)
-            elif isinstance(target, FvpTarget):
+            if isinstance(target, FvpTarget):
                 self.stream = self._open_fvp(target)
+            elif isinstance(target, AgentTarget):
+                self.stream = self._open_agent_line(target)
             else:
                 raise InputError(
                     f"profile {self.profile.name!r} (kind {target.kind}) has no console: the built-in "
-                    "model runs in this process and prints nothing; a board (kind serial) or an FVP has one",
+                    "model runs in this process and prints nothing; a board (kind serial), an FVP or "
+                    "QEMU has one",
                     where="cca-hil console",
-                    valid=["--profile board-sim", "a serial profile", "an fvp profile"],
+                    valid=["--profile board-sim", "a serial, fvp or qemu profile"],
                 )
         except BaseException:
             self.close()
             raise
         return self.stream
 
-    def _open_serial(self, target: SerialTarget) -> ByteStream:
-        from cca_hil.targets.serial import BOARD_LOG, LaunchedBoard, open_port
+    def _open_agent_line(self, target: AgentTarget) -> ByteStream:
+        """The line the kind's agent link runs on, reached the way the target reaches it.
+
+        ``_connect`` is the kind's one way to its agent's line (a board's UART, with
+        the board program launched or the simulation started; QEMU launched and
+        its UART connected); the console then holds that line instead of a link.
+        """
+        from cca_hil.targets.serial import SerialTarget
 
         if self.uart not in (None, 0):
             raise InputError(
-                f"a board of kind serial has one console line, not UART {self.uart}",
+                f"a target of kind {target.kind} has one console line, not UART {self.uart}",
                 where="--uart",
                 valid=["0"],
             )
         self._closers.append(target.close)
-        url = target.url
-        sim = target.start_simulation()
-        if sim is not None:
-            url = sim.url
-        if target.launch:
-            board = LaunchedBoard(
-                target.launch,
-                log_path=self.folder / BOARD_LOG,
-                timeout=target.launch_timeout,
-                stop_timeout=target.stop_timeout,
-            )
-            self._closers.append(board.stop)
-            url = url or board.url
-        # SerialTarget refuses a profile with neither url nor launch, and a simulation has a URL.
-        assert url is not None
-        port = open_port(
-            url,
-            baudrate=target.baudrate,
-            exclusive=target.exclusive,
-            rtscts=target.rtscts,
-            xonxoff=target.xonxoff,
-        )
-        self._closers.append(port.close)
-        self.description = f"{url} @ {target.baudrate} baud"
-        stream: ByteStream = port
+        stream = target._connect(self.folder)
+        if isinstance(target, SerialTarget):
+            self.description = f"{target.port_url} @ {target.baudrate} baud"
+        else:
+            self.description = f"the agent's line of the {target.kind} target"
         return stream
 
     def _open_fvp(self, target: FvpTarget) -> ByteStream:
