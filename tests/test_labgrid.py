@@ -200,6 +200,12 @@ def test_a_sequence_runs_through_the_coordinator_and_the_place_is_released(lab: 
         f"cca-hil: error: labgrid place 'board1' is acquired by {socket.gethostname()}/someone"
     ]
     assert lab.acquired("board1").endswith("/someone")
+    # Held by this very host and user (a run killed outright): the message says how to let go.
+    assert lab.client("-p", "board1", "release", "--kick").returncode == 0
+    assert lab.client("-p", "board1", "acquire").returncode == 0
+    mine = cca_hil("--profile", str(profile(lab, "board1")), "run", "rtt-fold")
+    assert mine.returncode == 3
+    assert f"'labgrid-client -x {lab.address} -p board1 release'" in mine.stderr
 
 
 @pytest.mark.slow

@@ -167,6 +167,12 @@ class _Coordinator:
         from labgrid.remote.generated import labgrid_coordinator_pb2 as pb2
 
         place = self.place(name)
+        if place.acquired == self.me():
+            raise TargetError(
+                f"labgrid place {name!r} is acquired by {place.acquired} (this host and user: another "
+                f"session, or a run that was killed); release it with "
+                f"'labgrid-client -x {self.address} -p {name} release'"
+            )
         if place.acquired:
             raise TargetError(f"labgrid place {name!r} is acquired by {place.acquired}")
         try:
