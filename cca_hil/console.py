@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from cca_hil.profiles import Profile
     from cca_hil.targets.agent import AgentTarget
     from cca_hil.targets.fvp import FvpTarget
+    from cca_hil.targets.qemu import QemuTarget
 
 ESCAPE = 0x1D
 """Ctrl-]: ends the session (telnet's escape character)."""
@@ -195,6 +196,7 @@ class ConsoleLine(Resource):
         from cca_hil.profiles import build_target
         from cca_hil.targets.agent import AgentTarget
         from cca_hil.targets.fvp import FvpTarget
+        from cca_hil.targets.qemu import QemuTarget
 
         target = build_target(self.profile, run_dir=self.folder)
         try:
@@ -203,6 +205,8 @@ class ConsoleLine(Resource):
             self._closers.append(target.release_lease)
             if isinstance(target, FvpTarget):
                 self.stream = self._open_fvp(target)
+            elif isinstance(target, QemuTarget):
+                self.stream = self._open_qemu(target)
             elif isinstance(target, AgentTarget):
                 self.stream = self._open_agent_line(target)
             else:
@@ -240,6 +244,19 @@ class ConsoleLine(Resource):
         else:
             self.description = f"the agent's line of the {target.kind} target"
         return stream
+
+    def _open_qemu(self, target: QemuTarget) -> ByteStream:
+        """QEMU launched for the session (stopped after it), its UART from the first byte it printed."""
+        from cca_hil.qemu import launch
+
+        if self.uart not in (None, 0):
+            raise InputError(
+                f"QEMU virt has one UART here, not UART {self.uart}", where="--uart", valid=["0"]
+            )
+        process = launch(target.config, run_dir=self.folder)
+        self._closers.append(process.close)
+        self.description = f"uart0 of {process.argv[0]} (pid {process.pid}, stopped on exit)"
+        return process.serial
 
     def _open_fvp(self, target: FvpTarget) -> ByteStream:
         from cca_hil.fvp import FvpLauncher, load_session

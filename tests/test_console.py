@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -203,6 +204,61 @@ def test_console_on_an_unconnected_fvp_terminal_is_exit_2_naming_the_connected_o
         "cca-hil: error: terminal_2 is not connected in profile 'fvp-base-rme' "
         "(fvp.terminals.terminal_2.connect: false) (--uart); valid: 0, 1, 3"
     ]
+
+
+ECHO_IMAGE = """\
+    .global _start
+_start:
+    ldr     x1, =0x09000000         // virt's PL011 (uart0)
+    adr     x2, banner
+1:  ldrb    w3, [x2], #1
+    cbz     w3, 2f
+    str     w3, [x1]                // UARTDR
+    b       1b
+2:  ldr     w3, [x1, #0x18]         // UARTFR
+    tbnz    w3, #4, 2b              // RXFE: nothing received
+    ldr     w3, [x1]
+    str     w3, [x1]                // every byte typed comes back
+    b       2b
+banner:
+    .asciz  "echo image booted\r\n"
+"""
+"""A bare-metal image for QEMU virt: a banner, then every byte received is sent back."""
+
+
+def needed(tool: str) -> str:
+    """The tool's path; skipped without it, except in CI, whose .ci/run installs it."""
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{tool} is not installed, and CI must run the QEMU tests (.ci/run installs it)")
+        pytest.skip(f"{tool} is not installed")
+    return path
+
+
+def test_console_on_qemu_is_raw_both_ways(tmp_path: Path, env: dict[str, str]) -> None:
+    needed("qemu-system-aarch64")
+    gcc = needed("aarch64-linux-gnu-gcc")
+    (tmp_path / "echo.S").write_text(ECHO_IMAGE)
+    image = tmp_path / "echo.elf"
+    subprocess.run(
+        [gcc, "-nostdlib", "-static", "-Wl,-Ttext=0x40080000", "-o", str(image), str(tmp_path / "echo.S")],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    args = ["-p", "qemu-virt", "--set", f"qemu.kernel={image}", "console"]
+    with spawn(args, env, tmp_path) as term:
+        before = term.termios()
+        term.expect("echo image booted", timeout=LAUNCH_TIMEOUT)
+        mark = term.mark()
+        # Raw both ways: Ctrl-C and Ctrl-Z are bytes for the target, not signals for cca-hil.
+        term.send(b"ping\x03\x1apong")
+        term.expect(re.compile(rb"ping\x03\x1apong"), since=mark, plain=False)
+        term.send(ESCAPE)
+        assert term.wait() == 0
+        assert term.termios() == before
+    # QEMU, launched for the console, is stopped with it (the process guard checks it).
 
 
 # -- piped, as a script drives it -------------------------------------------------------------------
