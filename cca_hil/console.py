@@ -1,10 +1,10 @@
 """``cca-hil console``: a terminal attached to a target's console line, both ways, raw.
 
-The line is the one the agent link runs on (a board's UART, an FVP terminal),
-so it carries console text and protocol frames together. What the target sends
+The line is the one the agent link runs on (a board's UART, an FVP terminal,
+QEMU's uart0), so it carries console text and protocol frames together. What the target sends
 goes through the link's own :class:`~cca_hil.agent.protocol.FrameDecoder`: text
 is written to the terminal byte for byte, a frame never is — it becomes a dim
-one-line summary (``[frame seq=3 HELLO_REPLY 41 B]``) or nothing
+one-line summary (``[frame seq=3 HELLO_REPLY 25 B]``) or nothing
 (``hide_frames``); the agent's LOG frames are shown as the link logs them
 (``[agent info] …``). What the user types goes to the target unchanged, except
 the escape key, Ctrl-] (as in telnet), which ends the session.
@@ -78,7 +78,7 @@ _RESET = b"\x1b[0m"
 
 
 def frame_summary(frame: Frame) -> str:
-    """One line for a frame: ``[frame seq=3 HELLO_REPLY 41 B]``."""
+    """One line for a frame: ``[frame seq=3 HELLO_REPLY 25 B]``."""
     try:
         name = MsgType(frame.type).name
     except ValueError:
@@ -431,7 +431,7 @@ def run_console(
         out = _Output(stdout_fd, logs)
         filt = ConsoleFilter(
             hide_frames=options.hide_frames,
-            styled=os.isatty(stdout_fd),
+            styled=os.isatty(stdout_fd) and "NO_COLOR" not in os.environ,
             clock=(lambda: time.monotonic() - start) if options.timestamps else None,
         )
         pump = _LinePump(stream, filt, out)
