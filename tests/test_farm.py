@@ -36,6 +36,8 @@ SEQUENCES = ("realm-lifecycle", "rtt-fold")
 SIM_BOARD = "[python, -m, cca_hil.tools.sim_board, --tcp"
 HALTING_BOARD = SIM_BOARD + ", --die-after, {n}]"
 """A board that halts in the middle of its request n+1 and stays silent until killed."""
+PATIENT = "link.retries=1000"
+"""A link that keeps retrying a halted board for much longer than any test waits: only the test ends it."""
 FARM_TIMEOUT = 600.0
 SLOW = 120.0
 """Bound of every wait on a loaded machine (never a timing assertion)."""
@@ -162,6 +164,8 @@ def test_eight_boards_one_killed_mid_run_errors_while_seven_pass(quiet_env: str,
             "board-sim*8",
             "--board-set",
             f"board-sim-5:serial.launch={HALTING_BOARD.format(n=30)}",
+            "--board-set",
+            f"board-sim-5:{PATIENT}",
             "--junit",
             str(junit),
             "--json",
@@ -218,6 +222,8 @@ def test_a_worker_killed_mid_run_is_an_error_and_its_board_program_is_swept(
             "board-sim,model",
             "--board-set",
             f"board-sim:serial.launch={HALTING_BOARD.format(n=20)}",
+            "--board-set",
+            f"board-sim:{PATIENT}",
         )
     )
     worker = int(farm.wait_line(r"board-sim: started \(pid (\d+)")[1])
@@ -252,7 +258,7 @@ def test_sigterm_stops_every_board_and_still_writes_the_merged_results(
             *SEQUENCES,
             "--profiles",
             "board-sim*2",
-            options=("--set", f"serial.launch={HALTING_BOARD.format(n=20)}"),
+            options=("--set", f"serial.launch={HALTING_BOARD.format(n=20)}", "--set", PATIENT),
         )
     )
     for board in (folder / "board-sim-1", folder / "board-sim-2"):
@@ -281,7 +287,7 @@ def test_a_board_over_its_timeout_is_stopped_and_is_an_error(quiet_env: str, tmp
             "--board-set",
             f"board-sim:serial.launch={HALTING_BOARD.format(n=20)}",
             "--board-set",
-            "board-sim:link.retries=1000",
+            f"board-sim:{PATIENT}",
             "--timeout",
             "3",
         ),

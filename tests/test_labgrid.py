@@ -246,7 +246,10 @@ def test_a_board_that_stops_answering_and_an_interrupted_run_release_the_place(
     # The agent halts inside request 21; interrupted while it waits, the run still releases the place.
     run_dir = tmp_path / "interrupted"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cca_hil", "--profile", path, "--run-dir", str(run_dir), "run", "rtt-fold"],
+        [
+            *(sys.executable, "-m", "cca_hil", "--profile", path, "--run-dir", str(run_dir)),
+            *("--set", "link.retries=1000", "run", "rtt-fold"),  # waits on the halted agent until interrupted
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
