@@ -300,8 +300,8 @@ def test_a_board_over_its_timeout_is_stopped_and_is_an_error(quiet_env: str, tmp
     data = json.loads((folder / "farm.json").read_text())
     board, model = data["boards"]
     assert board["outcome"] == "error" and board["error"] == "timed out after 3 s"
-    # Stopped with SIGINT, the worker closed its target (and its board program) itself.
-    assert board["worker_exit"] == 130
+    # Stopped with SIGINT: the worker ends as on Ctrl-C (130; killed by it, if still starting up).
+    assert board["worker_exit"] in (130, -signal.SIGINT)
     assert model["outcome"] == "passed"
 
 
