@@ -50,7 +50,8 @@ def shell(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     profile = settings.load_profile()
-    folder = settings.run_dir or default_run_dir("shell")
+    # Targets reached through a transport keep their logs in a run folder; the model has none to keep.
+    folder = settings.run_dir or (default_run_dir("shell") if profile.kind != "model" else None)
     console = stdout_console()
     with build_target(profile, run_dir=folder) as target:
         session = Shell(target)
@@ -66,10 +67,19 @@ def _interactive(session: Shell, console: Console, *, prompt: str) -> int:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory
 
+    from cca_hil.errors import InputError
     from cca_hil.shell import ShellCompleter
 
     path = history_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"cannot keep the shell history there: {exc.strerror}; set ${HISTORY_ENV} to a writable file",
+            where=str(path),
+        ) from exc
     history = FileHistory(str(path))
     reader: PromptSession[str] = PromptSession(
         history=history, completer=ShellCompleter(session), complete_while_typing=False

@@ -147,6 +147,19 @@ def test_keys_typed_while_a_call_runs_reach_the_next_prompt_and_the_terminal_is_
         assert term.termios() == before
 
 
+def test_a_history_file_that_cannot_be_written_is_exit_2_one_line(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    (tmp_path / "plain-file").write_text("")
+    env["CCA_HIL_HISTORY"] = str(tmp_path / "plain-file" / "history")
+    with PtyProcess.spawn([*CCA_HIL, "shell"], env=env, cwd=tmp_path) as term:
+        assert term.wait() == 2
+        lines = [line for line in term.text.splitlines() if line.strip()]
+        assert len(lines) == 1, term.text
+        assert lines[0].startswith("cca-hil: error: cannot keep the shell history there: ")
+        assert "set $CCA_HIL_HISTORY to a writable file" in lines[0]
+
+
 def test_bad_lines_are_one_red_line_each_and_the_shell_goes_on(tmp_path: Path, env: dict[str, str]) -> None:
     with PtyProcess.spawn([*CCA_HIL, "shell"], env=env, cwd=tmp_path) as term:
         term.expect(PROMPT, timeout=START_TIMEOUT)
