@@ -157,6 +157,21 @@ class Recorded:
     kind: str = "rmi"
     """``rmi``, or ``rsi`` for a call the realm made (then :attr:`rec` names the REC entered)."""
     rec: Any = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """Outputs the replay must give again (see :meth:`Shell._portable_outputs`)."""
+
+    def expect(self) -> str | None:
+        """The step's ``expect`` as a YAML flow value; None for plain success."""
+        fields: dict[str, Any] = {}
+        if self.status != "success":
+            if not self.index and not self.outputs:
+                return self.status
+            fields["status"] = self.status
+            if self.index:
+                fields["index"] = self.index
+        if self.outputs:
+            fields["outputs"] = self.outputs
+        return _flow(fields) if fields else None
 
 
 @dataclass
@@ -375,7 +390,29 @@ class Shell:
             status=result.status_name,
             index=result.index,
             condition=result.condition,
+            outputs=self._portable_outputs(call.command, result),
         )
+
+    def _portable_outputs(self, command: RmiCommand, result: RmiResult) -> dict[str, Any]:
+        """The outputs a replay on a fresh target must give again: not those that depend on where it ran.
+
+        Enumerations by name, versions and counts as numbers, IPAs as numbers, and a
+        granule the RMM hands back (``rtt_destroy``'s ``rtt``) by its name. A
+        descriptor, a feature register or a granule the session has no name for
+        depends on the platform and the granules a run got, so it is left out.
+        """
+        types = {o.name: o.type for o in command.outputs}
+        portable: dict[str, Any] = {}
+        for name, value in result.outputs.items():
+            kind = types[name]
+            if isinstance(value, IntEnum):
+                portable[name] = value.name.lower()
+            elif kind in ("RmiInterfaceVersion", "UInt64", "Int64") or name in ("top", "out_top"):
+                # Versions, counts, and the IPAs a walk reached: the same wherever the granules are.
+                portable[name] = int(value)
+            elif kind == "Address" and self.name_of(value) in self.granules:
+                portable[name] = self.name_of(value)
+        return portable
 
     # -- RSI calls, made by the realm ------------------------------------------------------------------
 
@@ -467,6 +504,8 @@ class Shell:
                 note=f"not recorded: the realm then exited by {reason}, not by its closing Host call "
                 "(its RsiHostCall needs RAM: a data page at IPA 0)",
             )
+        # Numbers only: a 64-byte value (a measurement, a token) is kept out of the expectation.
+        numbers = {k: v for k, v in outputs.items() if isinstance(v, int)}
         self.record.append(
             Recorded(
                 command=name,
@@ -476,6 +515,7 @@ class Shell:
                 condition=action.condition,
                 kind="rsi",
                 rec=rec_shown,
+                outputs=numbers if status == "success" else {},
             )
         )
         return answer
@@ -512,11 +552,11 @@ class Shell:
                 lines.append(f"    rec: {_scalar(step.rec)}")
             if step.args:
                 lines.append(f"    args: {_flow(step.args)}")
-            if step.status != "success":
-                expect = step.status if step.index == 0 else f"{{status: {step.status}, index: {step.index}}}"
+            expect = step.expect()
+            if expect is not None:
                 lines.append(f"    expect: {expect}")
-                if step.condition:
-                    lines.append(f"    condition: {step.condition}")
+            if step.status != "success" and step.condition:
+                lines.append(f"    condition: {step.condition}")
         return "\n".join(lines) + "\n"
 
     def save(self, path: Path) -> int:

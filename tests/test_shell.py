@@ -106,6 +106,8 @@ def test_a_realm_built_at_the_prompt_is_saved_as_a_sequence_that_run_replays(
     assert list(saved.granules) == ["rd", "rtt"]
     text = (tmp_path / "realm.yaml").read_text()
     assert "params: {hash_algo: sha256, vmid: 1, rtt_base: rtt}" in text
+    # Outputs that do not depend on where the granules are become part of the expectation.
+    assert "expect: {outputs: {walk_level: 0, state: unassigned, ripas: empty}}" in text
     done = run_cli(["run", "realm.yaml"], env, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "6 passed" in done.stdout
@@ -318,3 +320,30 @@ def test_granule_names_are_checked_and_slots_are_distinct(shell: Shell) -> None:
     for bad in ("rd", "on", "platform", "9x", "delegate"):
         with pytest.raises(InputError):
             shell.alloc(bad)
+
+
+def test_saved_outputs_name_the_granules_the_rmm_hands_back(
+    shell: Shell, tmp_path: Path, env: dict[str, str]
+) -> None:
+    for name in ("rtt0", "rtt1"):
+        shell.alloc(name)
+    for line in (
+        "delegate rd",
+        "delegate rtt0",
+        "realm_create rd params.rtt_base=rtt0 params.vmid=1",
+        "delegate rtt1",
+        "rtt_create rd rtt1 0 1",
+        "rtt_destroy rd 0 1",
+        "rtt_destroy rd 0 1",
+    ):
+        shell.call(shell.words(line))
+    destroyed, missing = shell.record[-2:]
+    # The RTT comes back by its name; `top` is an IPA, the same wherever the granules are.
+    assert destroyed.outputs["rtt"] == "rtt1" and set(destroyed.outputs) == {"rtt", "top"}
+    assert (missing.status, missing.index, set(missing.outputs)) == ("error_rtt", 0, {"top"})
+    shell.save(tmp_path / "fold.yaml")
+    text = (tmp_path / "fold.yaml").read_text()
+    assert re.search(r"expect: \{outputs: \{rtt: rtt1, top: 0x[0-9a-f]+\}\}", text), text
+    assert re.search(r"expect: \{status: error_rtt, outputs: \{top: 0x[0-9a-f]+\}\}", text), text
+    replay = run_cli(["run", "fold.yaml"], env, tmp_path)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
