@@ -47,7 +47,7 @@ from cca_hil.arch.rmi import (
     to_signed64,
 )
 from cca_hil.arch.rmi_1_0 import RMI_1_0
-from cca_hil.arch.structs import RealmParams, RecParams, Structure
+from cca_hil.arch.structs import RealmParams, RecCreateFlags, RecParams, Structure
 from cca_hil.errors import InputError, TargetError
 from cca_hil.session import BenchCall, parse_rmi_call, parse_value, rmi_command, scratch_granules
 from cca_hil.targets.base import PLATFORM_NAMES, Capability, Target
@@ -377,6 +377,8 @@ class Shell:
                     raw = getattr(structure, item.name)
                     if (kind, item.name) == (RealmParams, "hash_algo") and raw in set(HashAlgorithm):
                         mapping[item.name] = HashAlgorithm(raw).name.lower()
+                    elif (kind, item.name) == (RecParams, "flags") and raw in (0, RecCreateFlags.RUNNABLE):
+                        mapping[item.name] = "runnable" if raw else "not_runnable"
                     elif isinstance(raw, bytes):
                         mapping[item.name] = "0x" + raw.hex()
                     elif isinstance(raw, tuple):
