@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -101,7 +102,9 @@ def test_console_on_board_sim_shows_boot_text_and_ctrl_bracket_quits_restoring_t
         # While attached the terminal is raw: no echo, no line editing, Ctrl-C goes to the target.
         raw = term.termios()
         assert raw != before
-        assert not raw[3] & (1 << 3)  # ECHO (lflag) off
+        lflag = raw[3]
+        assert isinstance(lflag, int)
+        assert not lflag & (termios.ECHO | termios.ICANON | termios.ISIG)
         term.send(ESCAPE)
         assert term.wait() == 0
         term.expect("connection closed (Ctrl-])")
