@@ -7,6 +7,7 @@ inside it.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -75,7 +76,10 @@ def console(  # noqa: PLR0917  (typer reads options from the signature)
                 line.stream, options=options, stdin_fd=stdin_fd(), stdout_fd=stdout_fd(), folder=folder
             )
     except Hangup as hangup:
-        say(f"\r\ncca-hil: connection closed ({hangup.args[0]})\n")
+        # After SIGHUP the terminal may be gone: the exit status still says what ended the session.
+        with contextlib.suppress(OSError):
+            say(f"\r\ncca-hil: connection closed ({hangup.args[0]})\n")
+            sys.stderr.flush()
         raise typer.Exit(EXIT_SIGNALLED + hangup.signum) from None
     if not settings.quiet:
         say(f"\r\ncca-hil: connection closed ({outcome.reason})\n")

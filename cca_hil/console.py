@@ -356,7 +356,9 @@ def raw_terminal(fd: int) -> Iterator[bool]:
         tty.setraw(fd, termios.TCSANOW)
         yield True
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        # After a hang-up the terminal may be gone: then there is nothing left to restore.
+        with contextlib.suppress(termios.error, OSError):
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 # -- a session ---------------------------------------------------------------------------------------

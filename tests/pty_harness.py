@@ -31,6 +31,7 @@ import errno
 import fcntl
 import os
 import re
+import select
 import signal
 import struct
 import subprocess
@@ -58,6 +59,8 @@ DEFAULT_TIMEOUT = 60.0
 
 _ANSI = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 _CPR_REQUEST = b"\x1b[6n"
+_POLL = 0.1
+"""Seconds the reader waits for output before it checks whether it was asked to stop."""
 
 
 _TRAMPOLINE = (
@@ -90,6 +93,7 @@ class PtyProcess:
         self._output = bytearray()
         self._cond = threading.Condition()
         self._eof = False
+        self._stop = threading.Event()
         self._reader = threading.Thread(target=self._read_loop, name="pty-reader", daemon=True)
         self._reader.start()
 
@@ -136,6 +140,12 @@ class PtyProcess:
 
     def _read_loop(self) -> None:
         while True:
+            # A bounded wait, so that hangup() can stop the reader before it closes the master.
+            ready, _, _ = select.select([self.master], [], [], _POLL)
+            if self._stop.is_set():
+                return
+            if not ready:
+                continue
             try:
                 data = os.read(self.master, 4096)
             except OSError as exc:
@@ -236,6 +246,17 @@ class PtyProcess:
             raise PtyTimeout(
                 f"the program did not end within {timeout:g} s; last output:\n{self._tail()}"
             ) from None
+
+    def hangup(self) -> None:
+        """Close the terminal under the program, as closing its window does: it gets SIGHUP."""
+        self._stop.set()
+        self._reader.join(timeout=5)
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
 
     def close(self) -> None:
         """End the program if it still runs (SIGTERM, then SIGKILL), close the pty; idempotent."""

@@ -264,6 +264,14 @@ def test_console_on_qemu_is_raw_both_ways(tmp_path: Path, env: dict[str, str]) -
     # QEMU, launched for the console, is stopped with it (the process guard checks it).
 
 
+def test_a_hang_up_ends_the_console_and_stops_what_it_launched(tmp_path: Path, env: dict[str, str]) -> None:
+    with spawn(["--profile", "board-sim", "console"], env, tmp_path) as term:
+        term.expect(BANNER, timeout=LAUNCH_TIMEOUT)
+        term.hangup()  # the terminal window is closed
+        assert term.wait() == 128 + signal.SIGHUP
+    # The board program the console launched went with it (the process guard checks it).
+
+
 # -- piped, as a script drives it -------------------------------------------------------------------
 
 
