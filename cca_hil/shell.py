@@ -127,6 +127,13 @@ def resolve_command(word: str) -> RmiCommand:
     try:
         return rmi_command(word)
     except InputError as exc:
+        from cca_hil.seqformat import RSI_COMMANDS
+
+        if key.removeprefix("rsi_") in RSI_COMMANDS:
+            name = key.removeprefix("rsi_")
+            raise InputError(
+                f"{name} is an RSI command, made by a realm", valid=[f"rsi {name} REC …"], where=None
+            ) from exc
         raise InputError(
             f"unknown command {word!r}", valid=[*BUILTIN_WORDS, *command_names()], where=None
         ) from exc
