@@ -179,12 +179,16 @@ def test_scripted_session_reads_lines_and_exits_2_after_a_bad_one(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
     script = (
-        "g = alloc\ndelegate g\nrtt_create g g+0x1000 0 3\nfrobnicate\nsave missing/out.yaml\nsave out.yaml\n"
+        "g = alloc\ndelegate g\nrtt_create g g+0x1000 0 3\nfrobnicate\nmeasurement_read 0\n"
+        "save missing/out.yaml\nsave out.yaml\n"
     )
     done = run_cli(["shell"], env, tmp_path, stdin=script)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "> delegate g" in done.stdout and "→ success" in done.stdout
-    assert done.stdout.count("error: ") == 2
+    assert done.stdout.count("error: ") == 3
+    assert "error: measurement_read is an RSI command, made by a realm; valid: rsi measurement_read REC" in (
+        done.stdout
+    )
     assert "error: unknown command 'frobnicate'" in done.stdout
     assert "error: no such directory 'missing' (save missing/out.yaml)" in done.stdout
     text = (tmp_path / "out.yaml").read_text()
