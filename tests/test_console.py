@@ -190,6 +190,32 @@ def test_console_on_an_fvp_attaches_to_the_terminal_asked_for(
     # The model launched for the console is stopped with it (the process guard checks it).
 
 
+def test_console_on_an_fvp_session_leaves_the_model_running_for_the_next_command(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    fvp = fvp_args(tmp_path)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: PLW1510  (the exit code is what is checked)
+            [*CCA_HIL, *fvp, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+
+    started = cli("fvp", "start")
+    assert started.returncode == 0, started.stderr
+    try:
+        with spawn([*fvp, "console", "--terminal", "terminal_3"], env, tmp_path) as term:
+            term.expect(re.compile(rb"of the FVP session \(pid \d+\)"), timeout=LAUNCH_TIMEOUT)
+            term.expect("RMI ABI revision v1.0")
+            term.send(ESCAPE)
+            assert term.wait() == 0
+        version = cli("rmi", "version")
+        assert version.returncode == 0, version.stderr
+        assert "success" in version.stdout
+    finally:
+        stopped = cli("fvp", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+
+
 def test_console_on_an_unconnected_fvp_terminal_is_exit_2_naming_the_connected_ones(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
