@@ -16,7 +16,8 @@ so line editors such as prompt_toolkit run as they do on a real terminal.
 Such editors draw only what changed (a completed word's rest, not the whole
 line) and put the terminal back in cooked mode between prompts: wait for the
 next prompt (or the drawn change) before typing on, as a person would, and
-match with :meth:`PtyProcess.mark` / ``since=`` so earlier output does not count.
+match with :meth:`PtyProcess.mark` / ``since=`` so earlier output does not count
+(:meth:`PtyProcess.expect_in_order` waits for an answer and then the next prompt).
 Every wait has a deadline and a timeout says what the program printed last.
 :meth:`PtyProcess.close` (also on leaving the ``with`` block) ends a program
 still running (SIGTERM, then SIGKILL) and closes the pty.
@@ -211,6 +212,17 @@ class PtyProcess:
                 self._cond.wait(min(remaining, 0.5))
         state = "the program ended" if self._eof else f"not within {timeout:g} s"
         raise PtyTimeout(f"no {regex.pattern!r} in the output ({state}); last output:\n{self._tail()}")
+
+    def expect_in_order(
+        self, *texts: str, timeout: float = DEFAULT_TIMEOUT, since: int = 0
+    ) -> re.Match[bytes]:
+        """Wait until ``texts`` have all appeared after ``since``, in order (an answer, then a prompt).
+
+        This is how to know a line editor is ready for the next line: its answer, then
+        its prompt *after* that answer (the echo of the line typed shows the prompt too).
+        """
+        pattern = rb"[\s\S]*?".join(re.escape(t.encode()) for t in texts)
+        return self.expect(re.compile(pattern), timeout=timeout, since=since)
 
     def _tail(self, size: int = 1500) -> str:
         return strip_ansi(self.output)[-size:].decode("utf-8", "replace")
