@@ -381,7 +381,7 @@ def test_unknown_step_key_lists_the_keys_of_that_kind() -> None:
     error = load_error("sequence: s\nsteps:\n  - rmi: version\n    arg: {req: 1}\n")
     assert str(error) == (
         "seq.yaml:4: unknown key 'arg' in an rmi step "
-        "(valid: rmi, name, args, expect, save, condition, realm)"
+        "(valid: rmi, name, args, expect, save, condition, realm, compat)"
     )
 
 
