@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import getpass
 import json
 import logging
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
+from cca_hil import filelock
 from cca_hil.errors import InputError, ProfileError, TargetError
 
 LEASE_DIR_ENV = "CCA_HIL_LEASE_DIR"
@@ -228,28 +228,21 @@ class LeaseStore:
     @contextlib.contextmanager
     def guard(self, key: str, *, timeout: float = GUARD_TIMEOUT) -> Iterator[None]:
         """Hold the key's lock file (flock) while a lease file is read and changed."""
+        lock = self._lock_path(key)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            handle = self._lock_path(key).open("a")
+            lock.touch(exist_ok=True)
         except OSError as exc:
             raise TargetError(f"cannot use the lease directory {self.directory}: {exc}") from exc
-        with handle:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise TargetError(
-                            f"the lease lock {self._lock_path(key)} stayed held for {timeout:g} s "
-                            "(a process stopped while changing the lease?)"
-                        ) from None
-                    time.sleep(0.01)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+        def stuck() -> TargetError:
+            return TargetError(
+                f"the lease lock {lock} stayed held for {timeout:g} s "
+                "(a process stopped while changing the lease?)"
+            )
+
+        with filelock.exclusive(lock, timeout, poll=0.01, on_timeout=stuck):
+            yield
 
     def read(self, key: str) -> LeaseInfo | None:
         """The lease on ``key``, or None; an unreadable file reads as a lease with no heartbeat."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -372,27 +371,18 @@ def session_path(root: Path, name: str) -> Path:
 @contextlib.contextmanager
 def _locked(path: Path, timeout: float) -> Iterator[None]:
     """Hold an exclusive lock on ``path``.lock so two bench processes never interleave one session."""
-    import fcntl
+    from cca_hil import filelock
 
     lock_path = path.with_name(path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise TargetError(
-                        f"session {path.stem!r} is in use by another cca-hil process "
-                        f"(waited {timeout:g} s for {lock_path})"
-                    ) from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def busy() -> TargetError:
+        return TargetError(
+            f"session {path.stem!r} is in use by another cca-hil process "
+            f"(waited {timeout:g} s for {lock_path})"
+        )
+
+    with filelock.exclusive(lock_path, timeout, poll=0.05, on_timeout=busy):
+        yield
 
 
 class Session:

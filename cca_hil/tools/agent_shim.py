@@ -28,7 +28,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 from cca_hil.agent.emulator import default_caps, realm_step
 from cca_hil.agent.protocol import (
@@ -48,6 +47,7 @@ from cca_hil.model.realm import Rec
 from cca_hil.model.realm_exec import Action as RealmExecAction
 from cca_hil.model.realm_exec import Fault as RealmExecFault
 from cca_hil.targets.base import AccessResult, Fault
+from cca_hil.tools._signals import stop_on_signals
 
 AGENT_NAME = "cca-hil agent 1.0 (host build, model shim)"
 BINARY_ENV = "CCA_HIL_AGENT_HOST"
@@ -399,13 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CcaHilError as exc:
         sys.stderr.write(f"agent-shim: error: {exc}\n")
         return EXIT_USAGE
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     sys.stdout.write(agent.path + "\n")
     sys.stdout.flush()
     sys.stderr.write(f"agent-shim: pid {os.getpid()}, agent pid {agent.process.pid} on {agent.path}\n")

@@ -26,16 +26,15 @@ import contextlib
 import http.server
 import re
 import select
-import signal
 import socket
 import sys
 import threading
 from collections.abc import Sequence
-from types import FrameType
 from typing import Any
 
 from cca_hil.agent.emulator import AgentEmulator, EmulatorServer
 from cca_hil.errors import CcaHilError
+from cca_hil.tools._signals import stop_on_signals
 from cca_hil.tools.sim_board import EXIT_USAGE, BoardOptions, build_emulator, parse_options
 
 _RELAY = re.compile(r"^/relay/(?P<index>\d+)(?:/(?P<value>[01]))?/?$")
@@ -184,13 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CcaHilError as exc:
         sys.stderr.write(f"rfc2217-board: error: {exc}\n")
         return EXIT_USAGE
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
 
     switch = PowerSwitch(emulator)
     handler = type("PowerHandler", (_PowerHandler,), {"switch": switch})

@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import os
 import select
-import signal
 import socket
 import sys
 import threading
 import tty
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import FrameType
 from typing import IO
 
 from cca_hil.agent.emulator import AgentEmulator, DieMode, default_caps
@@ -37,6 +35,7 @@ from cca_hil.agent.noise import NoiseSpec, NoisyStream
 from cca_hil.agent.protocol import PROTOCOL_MAJOR, PROTOCOL_MINOR, AgentCaps
 from cca_hil.agent.streams import ByteStream, FdStream, SocketStream
 from cca_hil.errors import CcaHilError
+from cca_hil.tools._signals import stop_on_signals
 
 EXIT_USAGE = 2
 EXIT_DIED = 3
@@ -259,13 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CcaHilError as exc:
         sys.stderr.write(f"sim-board: error: {exc}\n")
         return EXIT_USAGE
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
 
     def announce(url: str) -> None:
         sys.stdout.write(url + "\n")
