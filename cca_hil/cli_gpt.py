@@ -50,7 +50,8 @@ gpt_app = typer.Typer(
 )
 check_app = typer.Typer(
     name="check",
-    help="Architectural checks: GPT isolation (gpt), memory encryption and scrubbing (mec).",
+    help="Checks: GPT isolation (gpt), memory encryption and scrubbing (mec), attestation (attest), "
+    "and the differential harness itself (shadow).",
     no_args_is_help=True,
     add_completion=False,
 )
