@@ -42,6 +42,9 @@ def test_on_board_sim_every_compared_step_matches(tmp_path: Path, process_guard:
     suite_steps = sum(len(s.steps) for s in conformance_sequences())
     assert len(compared) >= suite_steps - 100  # every step the board ran (a few are skipped: no GPT read)
     assert all(step["matched"] for step in compared)
+    first = compared[0]
+    assert first["predicted"]["registers"] == first["registers"]
+    assert not list(tmp_path.rglob("divergence-*"))
     line = done.stdout.strip().splitlines()[-1]
     assert line.startswith(f"shadow self-test on board-sim: {len(compared)} steps compared")
     assert line.endswith("0 diverged — the shadow predicts the target exactly")
