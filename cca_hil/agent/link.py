@@ -69,7 +69,7 @@ from cca_hil.agent.protocol import (
     encode_request,
     result_bound,
 )
-from cca_hil.agent.streams import ByteStream
+from cca_hil.agent.streams import ByteStream, bytes_waiting
 from cca_hil.errors import CapabilityError, GranuleProtectionFault
 from cca_hil.resource import Resource
 from cca_hil.targets.base import AccessOp, AccessResult, Capability, Fault
@@ -596,7 +596,7 @@ class AgentLink(Resource):
             try:
                 data = self.stream.read(1)
                 if data:
-                    more = getattr(self.stream, "in_waiting", 0)
+                    more = bytes_waiting(self.stream)
                     if more:
                         data += self.stream.read(more)
             except (OSError, ValueError, TypeError) as exc:

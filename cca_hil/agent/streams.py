@@ -37,6 +37,26 @@ def _pending(fd: int) -> int:
     return count
 
 
+_PYSERIAL_SOCKET = "serial.urlhandler.protocol_socket"
+"""pySerial's ``socket://`` handler, whose ``in_waiting`` only says whether the socket is readable."""
+
+
+def bytes_waiting(stream: object) -> int:
+    """How many bytes ``stream`` can hand over at once without waiting (0 when unknown).
+
+    pySerial's ``in_waiting``, except on its ``socket://`` handler, which answers 0 or 1 (a poll
+    for readability): there the socket itself is asked (FIONREAD), so a reply arriving in one TCP
+    segment is read in one call rather than two bytes at a time.
+    """
+    if type(stream).__module__ == _PYSERIAL_SOCKET and getattr(stream, "is_open", False):
+        try:
+            return _pending(stream.fileno())  # type: ignore[attr-defined]
+        except (OSError, ValueError):
+            pass  # closed under us: let the next read say so
+    waiting: int = getattr(stream, "in_waiting", 0)
+    return waiting
+
+
 class FdStream:
     """A byte stream over a file descriptor: a pty master (the device side of a serial port), a pipe."""
 

@@ -93,3 +93,25 @@ def test_noisy_uart_keeps_at_most_once(pty_port: PtyPort) -> None:
         emulator.stop()
     assert emulator.executed == 300
     assert not emulator.duplicates()
+
+
+def test_a_pyserial_socket_says_how_many_bytes_wait_not_just_whether_some_do() -> None:
+    # pySerial's socket:// in_waiting polls readability (0 or 1); the link reads what the socket
+    # really holds, so a reply in one TCP segment is taken in one read rather than two bytes a turn.
+    import socket
+    import time
+
+    from cca_hil.agent.streams import bytes_waiting
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = serial.serial_for_url(f"socket://127.0.0.1:{server.getsockname()[1]}", timeout=0.05)
+        peer, _ = server.accept()
+        with peer, port:
+            assert bytes_waiting(port) == 0
+            peer.sendall(bytes(range(256)) * 4)
+            deadline = time.monotonic() + 10
+            while bytes_waiting(port) < 1024 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert (port.in_waiting, bytes_waiting(port)) == (1, 1024)
+            assert port.read(bytes_waiting(port)) == bytes(range(256)) * 4
+            assert bytes_waiting(port) == 0
