@@ -761,6 +761,7 @@ def _run(
     stop_on_divergence: bool = False,
     session_name: str | None = None,
     quirk_rows: frozenset[int] | None = None,
+    reset_each: bool = False,
 ) -> RunResult:
     """Run sequences on the selected target with every view subscribed; the result document.
 
@@ -768,11 +769,13 @@ def _run(
     ``session_name``: run in that bench session, started over, which keeps the state the run leaves.
     ``quirk_rows``: the rmm-abi.md §12 rows whose ``compat:`` variants judge the steps (None: the
     rows the profile's RMM is expected to answer as TF-RMM does, :func:`cca_hil.shadow.expected_quirk_rows`).
+    ``reset_each``: reset the target before each sequence (exit 2 when the target cannot reset).
     """
     from cca_hil.report import ConsoleView, JsonReport, JunitReport, RunFolder
     from cca_hil.results import Events, Observer
     from cca_hil.sequences import Runner
     from cca_hil.shadow import expected_quirk_rows
+    from cca_hil.targets.base import Capability
 
     profile = settings.load_profile()
     rows = expected_quirk_rows(profile) if quirk_rows is None else quirk_rows
@@ -792,6 +795,18 @@ def _run(
         observers.append(view)
         try:
             with _run_target(settings, profile, run_dir, session_name) as target:
+                if reset_each and not target.has(Capability.RESET):
+                    raise InputError(
+                        f"target {target.name!r} cannot reset: it has neither a debug probe nor power "
+                        "control nor a reset of its own",
+                        where="--reset",
+                        valid=[
+                            "a model profile",
+                            "board-sim-probe",
+                            "a board with probe: or power:",
+                            "labgrid",
+                        ],
+                    )
                 comparing = target.kind != "model" if compare is None else compare
                 runner = Runner(
                     target,
@@ -799,6 +814,7 @@ def _run(
                     compare=comparing,
                     stop_on_divergence=stop_on_divergence,
                     run_dir=run_dir,
+                    reset_each=reset_each,
                 )
                 return runner.run_all(sequences, command=command)
         except BaseException as exc:
@@ -884,6 +900,14 @@ CompareOption = Annotated[
 StopOnDivergenceOption = Annotated[
     bool, typer.Option("--stop-on-divergence", help="End the run at the first step that diverged.")
 ]
+ResetOption = Annotated[
+    bool,
+    typer.Option(
+        "--reset",
+        help="Reset the target before each sequence, so each starts on a freshly booted target "
+        "(a board through its probe or power control, labgrid, the model); the shadow model starts over too.",
+    ),
+]
 
 
 @app.command()
@@ -896,6 +920,7 @@ def run(  # noqa: PLR0917  (typer reads options from the signature)
     junit_path: JunitOption = None,
     compare: CompareOption = None,
     stop_on_divergence: StopOnDivergenceOption = False,
+    reset_each: ResetOption = False,
     stop_before_step: Annotated[
         str | None,
         typer.Option(
@@ -933,6 +958,7 @@ def run(  # noqa: PLR0917  (typer reads options from the signature)
         compare=compare,
         stop_on_divergence=stop_on_divergence,
         session_name=session_name,
+        reset_each=reset_each,
     )
     if session_name is not None and not settings.quiet:
         _console().print(
@@ -955,6 +981,7 @@ def conformance(  # noqa: PLR0917  (typer reads options from the signature)
     junit_path: JunitOption = None,
     compare: CompareOption = None,
     stop_on_divergence: StopOnDivergenceOption = False,
+    reset_each: ResetOption = False,
     compat: Annotated[
         str | None,
         typer.Option(
@@ -1002,6 +1029,7 @@ def conformance(  # noqa: PLR0917  (typer reads options from the signature)
         compare=compare,
         stop_on_divergence=stop_on_divergence,
         quirk_rows=rows,
+        reset_each=reset_each,
     )
     raise typer.Exit(result.exit_code())
 

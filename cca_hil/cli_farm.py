@@ -69,6 +69,14 @@ def farm_run(  # noqa: PLR0917  (typer reads options from the signature)
         float,
         typer.Option("--timeout", metavar="SECONDS", help="Longest a board may run before it is stopped."),
     ] = 3600.0,
+    reset: Annotated[
+        bool,
+        typer.Option(
+            "--reset",
+            help="Reset every board before each sequence (through its probe, power control or labgrid), "
+            "so a board reused from an earlier job starts from a freshly booted state.",
+        ),
+    ] = False,
 ) -> None:
     """Run sequences on every board in its own process; exit 3 if a board broke off, 1 if a case failed."""
     from cca_hil.cli import (
@@ -142,6 +150,7 @@ def farm_run(  # noqa: PLR0917  (typer reads options from the signature)
         jobs=jobs or len(boards),
         global_overrides=settings.overrides,
         compare=compare,
+        reset=reset,
         inject_noise=settings.inject_noise,
         board_timeout=timeout,
         python=sys.executable,

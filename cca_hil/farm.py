@@ -662,6 +662,8 @@ class FarmOptions:
     jobs: int
     global_overrides: tuple[str, ...] = ()
     compare: bool | None = None
+    reset: bool = False
+    """Workers reset their board before each sequence (``run --reset``)."""
     inject_noise: str | None = None
     board_timeout: float = DEFAULT_BOARD_TIMEOUT
     stop_grace: float = STOP_GRACE
@@ -704,6 +706,8 @@ class Farm:
         argv += ["--junit", str(board.folder / BOARD_JUNIT)]
         if opts.compare is not None:
             argv.append("--compare" if opts.compare else "--no-compare")
+        if opts.reset:
+            argv.append("--reset")
         return argv
 
     # -- one board ------------------------------------------------------------------------------------

@@ -263,8 +263,11 @@ class Runner:
         compare: bool = False,
         stop_on_divergence: bool = False,
         run_dir: Path | None = None,
+        reset_each: bool = False,
     ) -> None:
         self.target = target
+        self.reset_each = reset_each
+        """Reset the target before each sequence, so each starts from a freshly booted target."""
         self.events = events if events is not None else Events()
         self.client = RmiClient(target)
         self.compare = compare
@@ -328,6 +331,14 @@ class Runner:
             self._shadow = shadow
         return self._shadow
 
+    def reset(self) -> None:
+        """Reset the target and start over what this runner knew of its state (the shadow too)."""
+        self.target.reset()
+        self._allocator = None
+        self._shadow = None
+        self._next_vmid = 1
+        self._aux_count = None
+
     def _lacks(self, requirement: str) -> bool:
         if requirement in FEATURE_REQUIREMENTS:
             return not self.facts.provides(requirement)
@@ -376,6 +387,8 @@ class Runner:
         )
         self.events.sequence_started(result, len(sequence.steps))
         try:
+            if self.reset_each:
+                self.reset()
             missing = [cap for cap in sequence.requires if self._lacks(cap)]
             shadow = self._ensure_shadow() if self.compare and not missing else None
             session = self._session(sequence) if not missing else None

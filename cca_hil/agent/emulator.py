@@ -192,7 +192,9 @@ class AgentEmulator:
                 raise RuntimeError(f"agent emulator did not stop within {timeout} s")
 
     def reboot(self) -> None:
-        """Forget the session and the replay cache, as a reset of the board does; boot text follows."""
+        """The board resets: its firmware boots again (a fresh GPT and RMM on the machine; DRAM keeps
+        its contents), the agent forgets its session and replay cache, and the boot text follows."""
+        self.machine.reset()
         self.boot_id += 1
         self.in_session = False
         self._cache.clear()

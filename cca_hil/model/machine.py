@@ -104,6 +104,12 @@ class Machine:
         self.encryption = MemoryEncryption(self.config.seed) if self.config.encryption else None
         self.store = MemoryStore(self.encryption)
         """DRAM behind the memory protection engine; every access names its context."""
+        self.memory = PhysicalMemory(self.store, NONSECURE)
+        """Memory as a Non-secure bus master sees it (no GPC: callers check, as the debug MEM-AP does)."""
+        self._boot_firmware()
+
+    def _boot_firmware(self) -> None:
+        """What the firmware sets up at boot: EL3's GPT and monitor, the MECID pool, a fresh RMM."""
         placement = self.config.gpt_placement()
         carveout = () if placement.carveout is None else (placement.carveout,)
         self.gpt = GranuleProtection(
@@ -116,8 +122,6 @@ class Machine:
         )
         self.monitor = Monitor(self.gpt, MonitorConfig(skip_tlbi=self.config.el3_skip_tlbi))
         self.mecids = MecidAllocator(self.config.mecid_bits) if self.config.mec else None
-        self.memory = PhysicalMemory(self.store, NONSECURE)
-        """Memory as a Non-secure bus master sees it (no GPC: callers check, as the debug MEM-AP does)."""
         self.rmm_memory = RmmMemory(self, self._rmm_context)
         """Memory as the RMM sees it."""
         self.rmm = Rmm(
@@ -128,6 +132,11 @@ class Machine:
             monitor=self.monitor,
         )
         self.monitor.attach_rmm(self.rmm)
+
+    def reset(self) -> None:
+        """A warm reset: DRAM keeps its contents; TF-A builds the GPT again from the boot map and
+        the RMM boots afresh (every granule back to its boot PAS, no realm, no delegation)."""
+        self._boot_firmware()
 
     def smc(self, fid: int, *args: int) -> tuple[int, int, int, int, int]:
         """An SMC issued by the host at NS-EL2."""

@@ -377,8 +377,15 @@ class SimDap:
 
     @classmethod
     def for_machine(cls, unique_id: str, machine: Machine) -> SimDap:
-        """A probe on the model: the AXI-AP reaches ``machine.memory`` through its GPT check."""
-        return cls(unique_id, memory=machine.memory, gpc=machine.gpt.check)
+        """A probe on the model: the AXI-AP reaches ``machine.memory`` through its GPT check.
+
+        The check is looked up at each access: a reset of the machine builds its GPT anew.
+        """
+
+        def gpc(pa: int, pas: Pas) -> bool:
+            return machine.gpt.check(pa, pas)  # not bound once: a reset builds a new GPT
+
+        return cls(unique_id, memory=machine.memory, gpc=gpc)
 
     @property
     def memory(self) -> PhysicalMemory:

@@ -124,6 +124,7 @@ class ModelTarget(Target):
             Capability.GPT_READ,
             Capability.REALM_EXEC,
             Capability.LOAD,
+            Capability.RESET,
         }
         if self.config.mec:
             caps.add(Capability.MEC)

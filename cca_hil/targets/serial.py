@@ -226,8 +226,9 @@ class SharedSimBoard:
     served on a loopback TCP port, and a :class:`~cca_hil.sim.dap.SimDap` on the
     same machine is plugged in for pyOCD's enumeration under ``unique_id``: the
     probe's MEM-AP and the agent see one memory, through the machine's GPT.
-    Pulsing nRESET through the probe reboots the agent (its session is gone and
-    the boot text comes again); memory keeps its contents, as DRAM does.
+    Pulsing nRESET through the probe reboots the board: the firmware builds a fresh GPT and RMM,
+    the agent's session is gone and the boot text comes again; memory keeps its contents, as DRAM
+    does.
     """
 
     def __init__(self, unique_id: str) -> None:
