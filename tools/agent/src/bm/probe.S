@@ -5,6 +5,8 @@
  * access, and disarm it. If the access takes a synchronous exception, the vector (vectors.S)
  * records ESR/FAR and resumes at the label, which returns 1; otherwise they return 0.
  */
+#include "../include/gprs.h"
+
 	.section .bss
 	.balign	8
 	.global	probe_recover, probe_esr, probe_far
@@ -75,26 +77,10 @@ smc_call:
 	stp	x29, x30, [sp, #-32]!
 	stp	x0, x18, [sp, #16]
 	mov	x18, x0
-	ldp	x0, x1, [x18, #0]
-	ldp	x2, x3, [x18, #16]
-	ldp	x4, x5, [x18, #32]
-	ldp	x6, x7, [x18, #48]
-	ldp	x8, x9, [x18, #64]
-	ldp	x10, x11, [x18, #80]
-	ldp	x12, x13, [x18, #96]
-	ldp	x14, x15, [x18, #112]
-	ldp	x16, x17, [x18, #128]
+	load_x0_x17 x18
 	smc	#0
 	ldr	x18, [sp, #16]
-	stp	x0, x1, [x18, #0]
-	stp	x2, x3, [x18, #16]
-	stp	x4, x5, [x18, #32]
-	stp	x6, x7, [x18, #48]
-	stp	x8, x9, [x18, #64]
-	stp	x10, x11, [x18, #80]
-	stp	x12, x13, [x18, #96]
-	stp	x14, x15, [x18, #112]
-	stp	x16, x17, [x18, #128]
+	store_x0_x17 x18
 	ldr	x18, [sp, #24]
 	ldp	x29, x30, [sp], #32
 	ret

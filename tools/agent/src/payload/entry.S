@@ -2,6 +2,8 @@
  * The realm payload: entered at R-EL1 with the MMU off, X0 = the IPA of the page it shares with
  * the agent (RmiRecParams.gprs[0]). It runs the actions the agent stages there (payload.c).
  */
+#include "../include/gprs.h"
+
 	.section .text.entry, "ax"
 	.global	_payload_start
 _payload_start:
@@ -80,40 +82,12 @@ realm_smc:
 	stp	x27, x28, [sp, #80]
 	str	x0, [sp, #96]
 	mov	x30, x0
-	ldp	x0, x1, [x30, #0]
-	ldp	x2, x3, [x30, #16]
-	ldp	x4, x5, [x30, #32]
-	ldp	x6, x7, [x30, #48]
-	ldp	x8, x9, [x30, #64]
-	ldp	x10, x11, [x30, #80]
-	ldp	x12, x13, [x30, #96]
-	ldp	x14, x15, [x30, #112]
-	ldp	x16, x17, [x30, #128]
-	ldp	x18, x19, [x30, #144]
-	ldp	x20, x21, [x30, #160]
-	ldp	x22, x23, [x30, #176]
-	ldp	x24, x25, [x30, #192]
-	ldp	x26, x27, [x30, #208]
-	ldp	x28, x29, [x30, #224]
-	ldr	x30, [x30, #240]
+	load_x0_x30_from_x30
 	smc	#0
 	str	x30, [sp, #104]
 	ldr	x30, [sp, #96]
-	stp	x0, x1, [x30, #0]
-	stp	x2, x3, [x30, #16]
-	stp	x4, x5, [x30, #32]
-	stp	x6, x7, [x30, #48]
-	stp	x8, x9, [x30, #64]
-	stp	x10, x11, [x30, #80]
-	stp	x12, x13, [x30, #96]
-	stp	x14, x15, [x30, #112]
-	stp	x16, x17, [x30, #128]
-	stp	x18, x19, [x30, #144]
-	stp	x20, x21, [x30, #160]
-	stp	x22, x23, [x30, #176]
-	stp	x24, x25, [x30, #192]
-	stp	x26, x27, [x30, #208]
-	stp	x28, x29, [x30, #224]
+	store_x0_x17 x30
+	store_x18_x29 x30
 	ldr	x0, [sp, #104]
 	str	x0, [x30, #240]
 	ldp	x19, x20, [sp, #16]
@@ -134,26 +108,10 @@ realm_trampoline:
 	stp	x0, x18, [sp, #16]
 	mov	x18, x1
 	mov	x30, x0
-	ldp	x0, x1, [x30, #0]
-	ldp	x2, x3, [x30, #16]
-	ldp	x4, x5, [x30, #32]
-	ldp	x6, x7, [x30, #48]
-	ldp	x8, x9, [x30, #64]
-	ldp	x10, x11, [x30, #80]
-	ldp	x12, x13, [x30, #96]
-	ldp	x14, x15, [x30, #112]
-	ldp	x16, x17, [x30, #128]
+	load_x0_x17 x30
 	blr	x18
 	ldr	x30, [sp, #16]
-	stp	x0, x1, [x30, #0]
-	stp	x2, x3, [x30, #16]
-	stp	x4, x5, [x30, #32]
-	stp	x6, x7, [x30, #48]
-	stp	x8, x9, [x30, #64]
-	stp	x10, x11, [x30, #80]
-	stp	x12, x13, [x30, #96]
-	stp	x14, x15, [x30, #112]
-	stp	x16, x17, [x30, #128]
+	store_x0_x17 x30
 	ldr	x18, [sp, #24]
 	ldp	x29, x30, [sp], #32
 	ret

@@ -4,6 +4,8 @@
  *
  * uint64_t selftest_enter(struct selftest_realm *realm): realm = {x[31], elr, spsr}.
  */
+#include "../include/gprs.h"
+
 	.text
 	.global	selftest_enter
 selftest_enter:
@@ -24,22 +26,7 @@ selftest_enter:
 	msr	spsr_el2, x1
 	isb
 	mov	x30, x0
-	ldp	x0, x1, [x30, #0]
-	ldp	x2, x3, [x30, #16]
-	ldp	x4, x5, [x30, #32]
-	ldp	x6, x7, [x30, #48]
-	ldp	x8, x9, [x30, #64]
-	ldp	x10, x11, [x30, #80]
-	ldp	x12, x13, [x30, #96]
-	ldp	x14, x15, [x30, #112]
-	ldp	x16, x17, [x30, #128]
-	ldp	x18, x19, [x30, #144]
-	ldp	x20, x21, [x30, #160]
-	ldp	x22, x23, [x30, #176]
-	ldp	x24, x25, [x30, #192]
-	ldp	x26, x27, [x30, #208]
-	ldp	x28, x29, [x30, #224]
-	ldr	x30, [x30, #240]
+	load_x0_x30_from_x30
 	eret
 
 /* An exception from EL1: save the realm's registers, restore the agent's, return the ESR. */
