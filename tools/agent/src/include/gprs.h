@@ -63,5 +63,27 @@
 	ldr	x30, [x30, #240]
 .endm
 
+/*
+ * A 112-byte frame for assembly called from C: X29, X30 and the callee-saved X19..X28 at
+ * [sp, #0 .. #88]; [sp, #96 .. #111] are the function's own two scratch slots.
+ */
+.macro push_callee_saved
+	stp	x29, x30, [sp, #-112]!
+	stp	x19, x20, [sp, #16]
+	stp	x21, x22, [sp, #32]
+	stp	x23, x24, [sp, #48]
+	stp	x25, x26, [sp, #64]
+	stp	x27, x28, [sp, #80]
+.endm
+
+.macro pop_callee_saved
+	ldp	x19, x20, [sp, #16]
+	ldp	x21, x22, [sp, #32]
+	ldp	x23, x24, [sp, #48]
+	ldp	x25, x26, [sp, #64]
+	ldp	x27, x28, [sp, #80]
+	ldp	x29, x30, [sp], #112
+.endm
+
 #endif /* __ASSEMBLY__ */
 #endif /* AGENT_GPRS_H */

@@ -74,12 +74,7 @@ payload_masked:
 	.text
 	.global	realm_smc
 realm_smc:
-	stp	x29, x30, [sp, #-112]!
-	stp	x19, x20, [sp, #16]
-	stp	x21, x22, [sp, #32]
-	stp	x23, x24, [sp, #48]
-	stp	x25, x26, [sp, #64]
-	stp	x27, x28, [sp, #80]
+	push_callee_saved
 	str	x0, [sp, #96]
 	mov	x30, x0
 	load_x0_x30_from_x30
@@ -90,12 +85,7 @@ realm_smc:
 	store_x18_x29 x30
 	ldr	x0, [sp, #104]
 	str	x0, [x30, #240]
-	ldp	x19, x20, [sp, #16]
-	ldp	x21, x22, [sp, #32]
-	ldp	x23, x24, [sp, #48]
-	ldp	x25, x26, [sp, #64]
-	ldp	x27, x28, [sp, #80]
-	ldp	x29, x30, [sp], #112
+	pop_callee_saved
 	ret
 
 /*

@@ -10,12 +10,7 @@
 	.global	selftest_enter
 selftest_enter:
 	/* Save what the C caller expects kept, and where to come back to. */
-	stp	x29, x30, [sp, #-112]!
-	stp	x19, x20, [sp, #16]
-	stp	x21, x22, [sp, #32]
-	stp	x23, x24, [sp, #48]
-	stp	x25, x26, [sp, #64]
-	stp	x27, x28, [sp, #80]
+	push_callee_saved
 	str	x0, [sp, #96]
 	adrp	x1, selftest_vectors
 	add	x1, x1, :lo12:selftest_vectors
@@ -59,12 +54,7 @@ realm_exit:
 	msr	vbar_el2, x1
 	isb
 	mrs	x0, esr_el2
-	ldp	x19, x20, [sp, #16]
-	ldp	x21, x22, [sp, #32]
-	ldp	x23, x24, [sp, #48]
-	ldp	x25, x26, [sp, #64]
-	ldp	x27, x28, [sp, #80]
-	ldp	x29, x30, [sp], #112
+	pop_callee_saved
 	ret
 
 	.macro	ventry target
