@@ -831,21 +831,29 @@ def _run_target(
     settings: Settings, profile: Profile, run_dir: Path, session_name: str | None
 ) -> Iterator[Target]:
     """The run's target: built afresh, or the model of bench session ``session_name`` (started over)."""
-    from cca_hil.session import Session
 
     if session_name is None:
         with open_target(profile, run_dir=run_dir, quiet=settings.quiet) as target:
             yield target
         return
-    with Session.open(
-        name=session_name,
+    with _bench_session(settings, profile, session_name, reset=True) as session:
+        yield session.target
+
+
+def _bench_session(
+    settings: Settings, profile: Profile, name: str, *, reset: bool
+) -> contextlib.AbstractContextManager[Session]:
+    """Bench session ``name`` under the runs root, for this invocation's profile and overrides."""
+    from cca_hil.session import Session
+
+    return Session.open(
+        name=name,
         root=runs_root(),
         profile=profile,
         profile_arg=settings.profile,
         overrides=settings.overrides,
-        reset=True,
-    ) as session:
-        yield session.target
+        reset=reset,
+    )
 
 
 def _check_session(profile: Profile, session_name: str, sequences: Sequence[SequenceSpec]) -> None:
@@ -1213,7 +1221,7 @@ def rmi(  # noqa: PLR0917  (typer reads options from the signature)
 ) -> None:
     """One RMI call at the bench; on the model, the session keeps the state between invocations."""
     from cca_hil.rmi_client import RmiClient
-    from cca_hil.session import Session, parse_rmi_call, perform
+    from cca_hil.session import parse_rmi_call, perform
 
     settings = settings_of(ctx)
     if history and command is None and not reset_session:
@@ -1230,14 +1238,7 @@ def rmi(  # noqa: PLR0917  (typer reads options from the signature)
         )
     profile = settings.load_profile()
     console = _console()
-    with Session.open(
-        name=session_name,
-        root=runs_root(),
-        profile=profile,
-        profile_arg=settings.profile,
-        overrides=settings.overrides,
-        reset=reset_session,
-    ) as session:
+    with _bench_session(settings, profile, session_name, reset=reset_session) as session:
         if command is not None:
             call = parse_rmi_call(command, args or (), platform=session.target.info().platform)
             inputs, result = perform(call, RmiClient(session.target))
